@@ -1,0 +1,310 @@
+"""The main job: boxes over a raster in, per-box masks out as an instance raster, a semantic raster
+and a polygon layer with one feature per box.
+
+Stages: ``prepare`` checks every input and opens the backend (no heavy work, clear errors), then
+``run`` plans windows, encodes each window once, decodes its boxes in batches and streams the
+results into the outputs, which appear only when the whole run succeeded.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .boxes import (STATUS_EMPTY, STATUS_OK, STATUS_OUTSIDE, BoxSource, PixelBox, PixelProjector,
+                    check_layer, project_box)
+from .classes import ClassCatalog
+from .errors import InputError
+from .logits import sample_region
+from .masks import MASK_THRESHOLD, MaskCrop, neighbourhood, polygon_mask, polygonize
+from .progress import Progress
+from .raster_input import RasterInput
+from .raster_output import InstanceCanvas, write_rasters
+from .transaction import OutputTransaction
+from .vector_output import PolygonWriter, vector_driver
+from .windows import WindowPlan, plan_windows
+
+BACKENDS = ("sam", "grabcut")
+WINDOW_COST_IN_BOXES = 100  # progress weight of encoding a window, relative to decoding one box
+
+
+@dataclass
+class SegmentOptions:
+    """Everything that decides what is computed. Defaults follow SAMRS."""
+
+    backend: str = "sam"
+    checkpoint: Optional[str] = None
+    model_type: str = "auto"
+    device: str = "auto"
+    multimask: bool = False  # True: best of three candidate masks by predicted IoU
+    clip_to_box: bool = False  # keep only mask pixels whose centre lies inside the (rotated) box
+    batch_size: int = 20
+    window_size: int = 1024
+    bands: Optional[Sequence[int]] = None
+    stretch: str = "auto"
+    class_field: Optional[str] = None
+    id_field: Optional[str] = None
+    class_names: Optional[Sequence[str]] = None  # explicit class list: ids by position
+    background: int = 255
+
+
+@dataclass
+class OutputPaths:
+    instances: Optional[str] = None
+    semantic: Optional[str] = None
+    polygons: Optional[str] = None
+
+
+@dataclass
+class RunSummary:
+    backend: str
+    boxes: int
+    status_counts: Dict[str, int]
+    windows: int
+    classes: Dict[int, str]
+    outputs: OutputPaths
+    seconds: float
+    stretch: str = ""
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items()))
+        lines = [f"Backend: {self.backend}",
+                 f"Boxes: {self.boxes} ({counts}) in {self.windows} window(s), {self.seconds:.1f} s"]
+        for role, path in asdict(self.outputs).items():
+            if path:
+                lines.append(f"{role}: {path}")
+        return "\n".join(lines)
+
+
+def make_backend(options: SegmentOptions) -> Backend:
+    """The backend the options name, loaded and ready (checkpoint errors surface here)."""
+    if options.backend == "sam":
+        from .backends.sam import SamBackend
+
+        return SamBackend(options.checkpoint, options.model_type, options.device, options.multimask)
+    if options.backend == "grabcut":
+        from .backends.grabcut import GrabCutBackend
+
+        return GrabCutBackend()
+    raise InputError(f"Unknown backend '{options.backend}'. Choose one of: {', '.join(BACKENDS)}.")
+
+
+class SegmentJob:
+    """One run over one raster. ``prepare()`` validates everything, ``run()`` does the work."""
+
+    def __init__(self, raster_path: str, boxes: BoxSource, outputs: OutputPaths,
+                 options: SegmentOptions = SegmentOptions(), progress: Optional[Progress] = None,
+                 backend: Optional[Backend] = None):
+        self.raster_path = raster_path
+        self.source = boxes
+        self.outputs = outputs
+        self.options = options
+        self.progress = progress or Progress()
+        self.backend = backend
+        self.raster: Optional[RasterInput] = None
+        self.boxes: List[PixelBox] = []
+        self.catalog: Optional[ClassCatalog] = None
+
+    # -- checks -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check all inputs and load the backend; raises :class:`InputError` naming the input at fault."""
+        opts = self.options
+        if not any(asdict(self.outputs).values()):
+            raise InputError("No output was asked for: give at least one of the instance raster, "
+                             "semantic raster or polygon layer.")
+        for role, path in (("instance raster", self.outputs.instances), ("semantic raster", self.outputs.semantic)):
+            if path and not path.lower().endswith((".tif", ".tiff")):
+                raise InputError(f"The {role} output '{path}' must be a GeoTIFF (.tif).")
+        if self.outputs.polygons:
+            vector_driver(self.outputs.polygons)
+        if opts.batch_size < 1 or opts.window_size < 64:
+            raise InputError("Batch size must be ≥ 1 and window size ≥ 64 pixels.")
+        if not 0 <= opts.background <= 65535:
+            raise InputError(f"Background value {opts.background} must be between 0 and 65535.")
+        self.raster = RasterInput(self.raster_path, opts.bands, opts.stretch)
+        check_layer(self.source, opts.class_field, opts.id_field)
+        projector = PixelProjector(self.source.crs_wkt, self.raster.crs, self.raster.transform,
+                                   (self.raster.width, self.raster.height), self.source.name)
+        features = list(self.source.features)
+        if not features:
+            raise InputError(f"Box layer '{self.source.name}' has no features; there is nothing to segment.")
+        class_values = [f.attributes.get(opts.class_field) for f in features] if opts.class_field else [None] * len(features)
+        self.catalog = ClassCatalog.build(class_values, self.source.fields.get(opts.class_field) if opts.class_field else None,
+                                          opts.class_names, opts.class_field or "class")
+        if opts.background in self.catalog.names:
+            raise InputError(f"Class id {opts.background} ('{self.catalog.names[opts.background]}') equals the "
+                             "background value; choose another background value.")
+        ids = self._instance_ids(features)
+        self.boxes = [project_box(f, projector, instance_id, *self.catalog.lookup(value))
+                      for f, instance_id, value in zip(features, ids, class_values)]
+        counts = Counter(b.status for b in self.boxes)
+        if not counts[STATUS_OK]:
+            raise InputError(
+                f"None of the {len(self.boxes)} boxes of '{self.source.name}' overlaps raster '{self.raster_path}' "
+                f"({counts[STATUS_OUTSIDE]} outside, {len(self.boxes) - counts[STATUS_OUTSIDE]} invalid). "
+                "Check that the box layer's CRS is set correctly and that the boxes belong to this raster.")
+        if self.backend is None:
+            self.backend = make_backend(opts)
+
+    def _instance_ids(self, features) -> List[int]:
+        """1-based input order, or the values of the id field (unique integers ≥ 1)."""
+        field_name = self.options.id_field
+        if not field_name:
+            return [f.index + 1 for f in features]
+        values = [f.attributes.get(field_name) for f in features]
+        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v < 2 ** 32]
+        if bad:
+            raise InputError(f"The id field '{field_name}' must hold integers from 1 to 4294967295 "
+                             f"(they become instance raster values); found {bad[0]!r}.")
+        if len(set(values)) != len(values):
+            dup = Counter(values).most_common(1)[0][0]
+            raise InputError(f"The id field '{field_name}' must be unique; {dup} appears more than once.")
+        return values
+
+    # -- work -------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        if self.backend is None:
+            self.prepare()
+        started = time.perf_counter()
+        raster, opts, backend = self.raster, self.options, self.backend
+        plans = plan_windows(self.boxes, (raster.width, raster.height), opts.window_size, backend.input_size)
+        self.progress.info(f"{sum(b.is_usable for b in self.boxes)} boxes in {len(plans)} window(s); "
+                           f"backend {backend.describe()}; stretch {raster.stretch.describe()}")
+        transaction = OutputTransaction()
+        staged = OutputPaths(**{role: transaction.stage(path, role) if path else None
+                                for role, path in asdict(self.outputs).items()})
+        try:
+            timings = self._process(plans, staged, transaction)
+            self.progress.check_cancelled()
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            raster.close()
+        counts = Counter(b.status for b in self.boxes)
+        return RunSummary(backend=backend.describe(), boxes=len(self.boxes), status_counts=dict(counts),
+                          windows=len(plans), classes=dict(self.catalog.names), outputs=self.outputs,
+                          seconds=time.perf_counter() - started, stretch=raster.stretch.describe(),
+                          timings=timings)
+
+    def _process(self, plans: List[WindowPlan], staged: OutputPaths, transaction: OutputTransaction) -> Dict[str, float]:
+        import rasterio
+
+        raster, opts, backend = self.raster, self.options, self.backend
+        run_index = {id(b): i + 1 for i, b in enumerate(self.boxes)}  # canvas values: 1..n in input order
+        canvas = InstanceCanvas(transaction.scratch_path("canvas.tif"), raster.width, raster.height, len(self.boxes),
+                               raster.transform)
+        writer = None
+        if staged.polygons:
+            writer = PolygonWriter(staged.polygons, self.source.fields, raster.crs.to_wkt() if raster.crs else "",
+                                   layer_name="masks")
+        timings = Counter()
+        total_work = len(plans) * WINDOW_COST_IN_BOXES + sum(len(p.boxes) for p in plans)
+        done = 0
+        with rasterio.Env(GDAL_CACHEMAX=256):
+            try:
+                for box in self.boxes:  # boxes with no mask to compute are accounted for first
+                    if not box.is_usable and writer:
+                        writer.write(box.feature.attributes, self._result_fields(box, None, 0), None)
+                for plan in plans:
+                    self.progress.check_cancelled()
+                    t0 = time.perf_counter()
+                    frame = raster.read_frame(plan.window, plan.frame_shape)
+                    valid = raster.read_valid(plan.window)
+                    t1 = time.perf_counter()
+                    backend.encode(frame)
+                    t2 = time.perf_counter()
+                    timings["read"] += t1 - t0
+                    timings["encode"] += t2 - t1
+                    done += WINDOW_COST_IN_BOXES
+                    for start in range(0, len(plan.boxes), opts.batch_size):
+                        self.progress.check_cancelled()
+                        batch = plan.boxes[start:start + opts.batch_size]
+                        t3 = time.perf_counter()
+                        logits = backend.decode(self._frame_boxes(plan, batch))
+                        t4 = time.perf_counter()
+                        timings["decode"] += t4 - t3
+                        for box, box_logits in zip(batch, logits):
+                            crop = self._mask_crop(plan, box, box_logits, valid)
+                            canvas.paint(crop, run_index[id(box)])
+                            geometry = polygonize(crop, raster.transform) if writer else None
+                            if not crop.area:
+                                box.status = STATUS_EMPTY
+                                box.detail = "no object pixels were found in the box"
+                            if writer:
+                                writer.write(box.feature.attributes,
+                                             self._result_fields(box, box_logits.score, crop.area), geometry)
+                        timings["postprocess"] += time.perf_counter() - t4
+                        done += len(batch)
+                        self.progress.set_fraction(0.95 * done / max(total_work, 1))
+                if writer:
+                    writer.close()
+                    writer = None
+                self.progress.check_cancelled()
+                self._write_rasters(canvas, staged, run_index)
+                self.progress.set_fraction(1.0)
+            finally:
+                if writer:
+                    writer.close()
+                canvas.close()
+        return dict(timings)
+
+    @staticmethod
+    def _frame_boxes(plan: WindowPlan, batch: List[PixelBox]) -> np.ndarray:
+        """Pixel-space box bounds -> frame-space (n, 4) pixel-corner coordinates of this window's frame."""
+        sx, sy = plan.scale
+        bounds = np.array([b.bounds for b in batch], dtype=np.float64)
+        bounds[:, [0, 2]] = (bounds[:, [0, 2]] - plan.window.col) * sx
+        bounds[:, [1, 3]] = (bounds[:, [1, 3]] - plan.window.row) * sy
+        return bounds
+
+    def _mask_crop(self, plan: WindowPlan, box: PixelBox, logits, valid: Optional[np.ndarray]) -> MaskCrop:
+        """The box's native-resolution mask over its neighbourhood, with nodata and the optional clip applied."""
+        c0, r0, c1, r1 = neighbourhood(box.bounds, plan.window)
+        mask = sample_region(logits, plan.scale, (c0, r0, c1, r1)) > MASK_THRESHOLD
+        if valid is not None:
+            mask &= valid[r0:r1, c0:c1]
+        col, row = plan.window.col + c0, plan.window.row + r0
+        if self.options.clip_to_box:
+            mask &= polygon_mask(box.polygon, col, row, mask.shape)
+        return MaskCrop(col=col, row=row, mask=mask)
+
+    @staticmethod
+    def _result_fields(box: PixelBox, score: Optional[float], area: int) -> Dict:
+        return {"instance_id": box.instance_id, "class_name": box.class_name, "class_id": box.class_id,
+                "score": score, "area_px": area, "status": box.status, "detail": box.detail}
+
+    def _write_rasters(self, canvas: InstanceCanvas, staged: OutputPaths, run_index: Dict[int, int]) -> None:
+        if not (staged.instances or staged.semantic):
+            return
+        n = len(self.boxes)
+        instance_ids = np.zeros(n + 1, dtype=np.uint32)
+        classes = np.full(n + 1, self.options.background, dtype=np.int64)
+        for box in self.boxes:
+            i = run_index[id(box)]
+            instance_ids[i] = box.instance_id
+            classes[i] = box.class_id
+        ds = self.raster.dataset
+        tags = {"SAMRS_BACKEND": self.backend.describe(),
+                "SAMRS_SETTINGS": json.dumps({k: v for k, v in asdict(self.options).items()
+                                              if k not in ("class_names",)}, default=str),
+                "SAMRS_SOURCE_RASTER": self.raster_path,
+                "SAMRS_OVERLAP_RULE": "smaller mask owns the pixel; equal areas: later box wins"}
+        write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform},
+                      staged.instances, staged.semantic, instance_ids, classes, self.catalog.names,
+                      self.options.background, tags)
+
+
+def segment_boxes(raster_path: str, boxes: BoxSource, outputs: OutputPaths,
+                  options: SegmentOptions = SegmentOptions(), progress: Optional[Progress] = None) -> RunSummary:
+    """Check inputs, then segment every box of ``boxes`` over ``raster_path`` and write ``outputs``."""
+    job = SegmentJob(raster_path, boxes, outputs, options, progress)
+    job.prepare()
+    return job.run()

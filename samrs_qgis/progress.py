@@ -1,0 +1,28 @@
+"""How the engine reports progress and learns about cancellation.
+
+The CLI adapts this to a progress bar, the Processing algorithm to ``QgsProcessingFeedback``.
+"""
+from __future__ import annotations
+
+from .errors import Cancelled
+
+
+class Progress:
+    """No-op progress sink; subclass and override what you need."""
+
+    def set_fraction(self, fraction: float) -> None:
+        """Overall progress, 0.0 … 1.0."""
+
+    def info(self, message: str) -> None:
+        """A line for the log."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know about; the run goes on."""
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the caller asked to stop."""
+        if self.is_cancelled():
+            raise Cancelled()

@@ -1,0 +1,82 @@
+"""All-or-nothing outputs: files are written beside their destination under a temporary name and moved
+into place only when the whole run succeeded, so a failed or cancelled run never leaves a half-written
+file where a good one was expected (an earlier good output stays untouched).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import uuid
+from typing import List, Tuple
+
+from .errors import InputError
+
+
+class OutputTransaction:
+    def __init__(self):
+        self._staged: List[Tuple[str, str]] = []  # (temporary path, final path)
+        self._scratch_dir = None
+
+    def stage(self, final_path: str, role: str) -> str:
+        """A temporary path beside ``final_path`` (same folder, same extension), checked to be writable."""
+        final_path = os.path.abspath(final_path)
+        folder, name = os.path.split(final_path)
+        stem, ext = os.path.splitext(name)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            temp = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}")
+            with open(temp, "wb"):
+                pass
+            os.remove(temp)  # drivers create the file themselves; we only proved we can
+        except OSError as exc:
+            raise InputError(f"The {role} output '{final_path}' cannot be written ({exc.strerror}). "
+                             "Choose a writable folder.") from exc
+        if os.path.isdir(final_path):
+            raise InputError(f"The {role} output '{final_path}' is a folder; give a file name.")
+        self._staged.append((temp, final_path))
+        return temp
+
+    def scratch_path(self, name: str) -> str:
+        """A path in a private temporary folder for intermediate files, removed at the end."""
+        if self._scratch_dir is None:
+            self._scratch_dir = tempfile.mkdtemp(prefix="samrs-")
+        return os.path.join(self._scratch_dir, name)
+
+    @staticmethod
+    def _with_sidecars(path: str) -> List[str]:
+        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, ``.shx`` of a Shapefile…)."""
+        stem, _ = os.path.splitext(path)
+        found = set(glob.glob(glob.escape(path) + "*"))
+        if path.lower().endswith(".shp"):
+            found |= {p for p in glob.glob(glob.escape(stem) + ".*")}
+        return sorted(found)
+
+    def commit(self) -> None:
+        for temp, final in self._staged:
+            stem_t, _ = os.path.splitext(temp)
+            stem_f, _ = os.path.splitext(final)
+            for stale in self._with_sidecars(final):
+                if stale != final and os.path.isfile(stale):
+                    os.remove(stale)
+            for produced in self._with_sidecars(temp):
+                target = final + produced[len(temp):] if produced.startswith(temp) else stem_f + produced[len(stem_t):]
+                os.replace(produced, target)
+        self._staged.clear()
+        self._remove_scratch()
+
+    def rollback(self) -> None:
+        for temp, _ in self._staged:
+            for produced in self._with_sidecars(temp):
+                try:
+                    os.remove(produced)
+                except OSError:
+                    pass
+        self._staged.clear()
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None

@@ -1,0 +1,115 @@
+"""The polygon layer: exactly one feature per input box, streamed to any OGR format with fiona.
+
+Fields: the box's own attributes (renamed ``src_<name>`` where they clash with ours), then
+``instance_id``, ``class_name``, ``class_id``, ``score``, ``area_px``, ``area_m2``, ``status``, ``detail``.
+Geometry: the box's whole mask as a valid MultiPolygon in the raster's CRS (null for boxes without a
+mask). Overlapping masks overlap here too; only the rasters apply the ownership rule.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Dict, Optional
+
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+
+from .errors import InputError
+
+VECTOR_DRIVERS = {
+    ".gpkg": "GPKG",
+    ".shp": "ESRI Shapefile",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".sqlite": "SQLite",
+    ".gml": "GML",
+    ".kml": "KML",
+}
+
+RESULT_FIELDS = {
+    "instance_id": "int",
+    "class_name": "str",
+    "class_id": "int",
+    "score": "float",
+    "area_px": "int",
+    "area_m2": "float",
+    "status": "str",
+    "detail": "str",
+}
+
+
+def vector_driver(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VECTOR_DRIVERS:
+        raise InputError(f"The polygon output '{path}' has an extension OGR formats are not chosen by here. "
+                         f"Use one of: {', '.join(VECTOR_DRIVERS)}.")
+    return VECTOR_DRIVERS[ext]
+
+
+def output_field_names(source_fields: Dict[str, str]) -> Dict[str, str]:
+    """Source field name -> name in the output (``src_`` prefix where it clashes with a result field)."""
+    taken = {n.lower() for n in RESULT_FIELDS}
+    return {name: (f"src_{name}" if name.lower() in taken else name) for name in source_fields}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (datetime.date, datetime.datetime, datetime.time)):
+        return value.isoformat()
+    return value
+
+
+class AreaCalculator:
+    """Area in square metres of a geometry in a given CRS: planar for projected CRSs, geodesic for
+    geographic ones, None when the CRS is unknown."""
+
+    def __init__(self, crs_wkt: str):
+        self._factor = None
+        self._geod = None
+        if not crs_wkt:
+            return
+        from pyproj import CRS
+
+        crs = CRS.from_wkt(crs_wkt)
+        if crs.is_geographic:
+            self._geod = crs.get_geod()
+        elif crs.is_projected and crs.axis_info:
+            self._factor = crs.axis_info[0].unit_conversion_factor
+
+    def area_m2(self, geometry: Optional[BaseGeometry]) -> Optional[float]:
+        if geometry is None:
+            return 0.0 if (self._factor or self._geod) else None
+        if self._factor:
+            return geometry.area * self._factor ** 2
+        if self._geod is not None:
+            return abs(self._geod.geometry_area_perimeter(geometry)[0])
+        return None
+
+
+class PolygonWriter:
+    """Writes result features one at a time (the layer is never held in memory)."""
+
+    def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str):
+        import fiona
+
+        self._renamed = output_field_names(source_fields)
+        properties = {self._renamed[n]: (t if t in ("int", "float", "str", "bool") else "str")
+                      for n, t in source_fields.items()}
+        properties.update(RESULT_FIELDS)
+        schema = {"geometry": "MultiPolygon", "properties": properties}
+        driver = vector_driver(path)
+        options = {"layer": layer_name} if driver in ("GPKG", "SQLite") else {}
+        self._collection = fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt or None, **options)
+        self.areas = AreaCalculator(crs_wkt)
+        self.count = 0
+
+    def write(self, attributes: Dict[str, Any], result: Dict[str, Any], geometry: Optional[BaseGeometry]) -> None:
+        properties = {self._renamed[k]: _plain(v) for k, v in attributes.items() if k in self._renamed}
+        properties.update(result)
+        properties["area_m2"] = self.areas.area_m2(geometry)
+        self._collection.write({"geometry": mapping(geometry) if geometry is not None else None,
+                                "properties": properties})
+        self.count += 1
+
+    def close(self) -> None:
+        self._collection.close()
