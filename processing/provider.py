@@ -1,0 +1,33 @@
+"""The Processing provider ``samrs``: registers the algorithms, nothing else."""
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .segment_boxes import SegmentBoxesAlgorithm
+
+
+def icon_path() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "samrs.svg")
+
+
+class SamrsProvider(QgsProcessingProvider):
+    def id(self):
+        return "samrs"
+
+    def name(self):
+        return "SAMRS"
+
+    def longName(self):  # noqa: N802
+        return "SAMRS: segmentation masks from detection boxes with Segment Anything"
+
+    def icon(self):
+        return QIcon(icon_path())
+
+    def svgIconPath(self):  # noqa: N802
+        return icon_path()
+
+    def loadAlgorithms(self):  # noqa: N802
+        self.addAlgorithm(SegmentBoxesAlgorithm())

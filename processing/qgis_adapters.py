@@ -1,0 +1,71 @@
+"""Adapters from QGIS objects to the engine's plain inputs: a feature source becomes a ``BoxSource``,
+Processing feedback becomes a ``Progress``."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProcessingFeedback, QgsWkbTypes,
+                       NULL)
+from qgis.PyQt.QtCore import QDate, QDateTime, QTime, QVariant
+
+from ..samrs_qgis.boxes import BoxFeature, BoxSource, geometry_from_wkb
+from ..samrs_qgis.progress import Progress
+
+_FIELD_TYPES = {
+    QVariant.Int: "int", QVariant.UInt: "int", QVariant.LongLong: "int", QVariant.ULongLong: "int",
+    QVariant.Double: "float", QVariant.Bool: "bool", QVariant.String: "str",
+}
+
+
+def _plain_value(value: Any) -> Any:
+    """A QVariant-ish attribute value as a plain Python value (NULL -> None, dates -> ISO text)."""
+    if value is None or value == NULL:
+        return None
+    if isinstance(value, (QDate, QDateTime, QTime)):
+        return value.toString("yyyy-MM-dd" if isinstance(value, QDate) else "yyyy-MM-ddTHH:mm:ss"
+                              if isinstance(value, QDateTime) else "HH:mm:ss")
+    return value
+
+
+def box_source_from_qgis(source, name: str) -> BoxSource:
+    """A ``BoxSource`` reading features lazily from a ``QgsFeatureSource`` (file-based or in memory)."""
+    fields = {f.name(): _FIELD_TYPES.get(f.type(), "str") for f in source.fields()}
+    crs = source.sourceCrs()
+    crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else ""
+    geometry_type = {QgsWkbTypes.PolygonGeometry: "Polygon", QgsWkbTypes.PointGeometry: "Point",
+                     QgsWkbTypes.LineGeometry: "LineString", QgsWkbTypes.NullGeometry: "None"}.get(
+        QgsWkbTypes.geometryType(source.wkbType()), "Unknown")
+    names = list(fields)
+
+    def features() -> Iterator[BoxFeature]:
+        for index, feature in enumerate(source.getFeatures(QgsFeatureRequest())):
+            geometry = None
+            if feature.hasGeometry():
+                qgeom = feature.geometry()
+                if QgsWkbTypes.isCurvedType(qgeom.wkbType()):
+                    qgeom.convertToStraightSegment()
+                geometry = geometry_from_wkb(bytes(qgeom.asWkb()))
+            attributes: Dict[str, Any] = {n: _plain_value(v) for n, v in zip(names, feature.attributes())}
+            yield BoxFeature(index=index, fid=feature.id(), attributes=attributes, geometry=geometry)
+
+    return BoxSource(name=name, fields=fields, crs_wkt=crs_wkt, geometry_type=geometry_type,
+                     features=features(), feature_count=source.featureCount())
+
+
+class FeedbackProgress(Progress):
+    """Engine progress onto ``QgsProcessingFeedback`` (progress bar, log, cancel button)."""
+
+    def __init__(self, feedback: QgsProcessingFeedback):
+        self.feedback = feedback or QgsProcessingFeedback()
+
+    def set_fraction(self, fraction: float) -> None:
+        self.feedback.setProgress(100.0 * fraction)
+
+    def info(self, message: str) -> None:
+        self.feedback.pushInfo(message)
+
+    def warning(self, message: str) -> None:
+        self.feedback.pushWarning(message)
+
+    def is_cancelled(self) -> bool:
+        return self.feedback.isCanceled()
