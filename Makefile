@@ -1,0 +1,35 @@
+# SAMRS for QGIS. `make setup` once (as root on Debian 12), then `make demo`, `make test`.
+VENV        ?= $(CURDIR)/.venv
+PYTHON      := $(VENV)/bin/python
+CHECKPOINT  ?=
+DEMO_OUT    ?= $(CURDIR)/demo-output
+PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
+
+.PHONY: setup demo test checkpoints deploy package bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo:
+	bash scripts/demo.sh "$(DEMO_OUT)" "$(CHECKPOINT)"
+
+# pytest from the venv's script, not `python -m pytest`: the repo root must stay off sys.path
+# (its processing/ folder would shadow QGIS's processing package).
+test:
+	$(VENV)/bin/pytest -c tests/pytest.ini tests
+
+checkpoints:
+	cd $(CURDIR) && $(PYTHON) -m samrs_qgis download-checkpoints $(or $(MODELS),vit_b) --dir checkpoints
+
+deploy:
+	mkdir -p "$(PROFILE_DIR)/python/plugins"
+	ln -sfn "$(CURDIR)" "$(PROFILE_DIR)/python/plugins/samrs"
+	QGIS_CUSTOM_CONFIG_PATH="$(abspath $(PROFILE_DIR)/../..)" scripts/qgis-process plugins enable samrs >/dev/null
+	@echo "Plugin linked into $(PROFILE_DIR)/python/plugins/samrs and enabled; restart QGIS."
+
+package:
+	bash scripts/package.sh dist/samrs-$(VERSION).zip
+
+clean:
+	rm -rf build dist demo-output .pytest_cache

@@ -1,0 +1,92 @@
+"""Builders of real GDAL/OGR test files and small measures shared by the tests."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import fiona
+import numpy as np
+import rasterio
+from affine import Affine
+from shapely.geometry import Polygon, box, mapping, shape
+
+UTM = "EPSG:32617"
+
+
+def write_raster(path, data: np.ndarray, transform: Affine, crs: Optional[str] = UTM, nodata=None,
+                 colorinterp=None) -> str:
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF; returns the path as text."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as ds:
+        ds.write(data)
+        if colorinterp:
+            ds.colorinterp = colorinterp
+    return str(path)
+
+
+def write_boxes(path, polygons: Sequence, crs: Optional[str] = UTM, properties: Optional[List[Dict]] = None,
+                schema: Optional[Dict[str, str]] = None, geometry_type: str = "Polygon",
+                driver: Optional[str] = None) -> str:
+    """Write polygons (shapely, or None for no geometry) with properties to an OGR file."""
+    properties = properties or [{} for _ in polygons]
+    schema = schema or {k: ("int" if isinstance(v, int) else "float" if isinstance(v, float) else "str")
+                        for k, v in (properties[0].items() if properties else [])}
+    kwargs = {"driver": driver} if driver else {}
+    with fiona.open(path, "w", schema={"geometry": geometry_type, "properties": schema},
+                    crs_wkt=rasterio.crs.CRS.from_user_input(crs).to_wkt() if crs else None, **kwargs) as out:
+        for geom, props in zip(polygons, properties):
+            out.write({"geometry": mapping(geom) if geom is not None else None, "properties": props})
+    return str(path)
+
+
+def pixel_box(transform: Affine, c0, r0, c1, r1) -> Polygon:
+    """The map-coordinate polygon of pixel-space rectangle [c0, c1) x [r0, r1) (works for any affine)."""
+    corners = [transform * (c0, r0), transform * (c1, r0), transform * (c1, r1), transform * (c0, r1)]
+    return Polygon(corners)
+
+
+def read_features(path, layer=None) -> List[Dict]:
+    """All features of a layer as dicts: properties plus ``geometry`` (shapely or None)."""
+    with fiona.open(path, layer=layer) as src:
+        out = []
+        for f in src:
+            row = dict(f["properties"])
+            row["geometry"] = shape(f["geometry"]) if f["geometry"] else None
+            out.append(row)
+        return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def synthetic_scene(size: int = 512, seed: int = 0) -> Tuple[np.ndarray, List[Tuple[str, np.ndarray, Tuple[int, int, int, int]]]]:
+    """A textured RGB scene with known objects: (image uint8 (3, size, size), [(class, mask, (c0, r0, c1, r1))]).
+
+    Objects are discs ('tank'), rectangles ('building') and ellipses ('pond') in colours that stand
+    out from a noisy, two-tone ground; boxes are the objects' tight pixel extents.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    ground = np.where((xx // 128 + yy // 128) % 2 == 0, 95, 120).astype(np.float32)
+    image = np.stack([ground * 0.9, ground, ground * 0.7]) + rng.normal(0, 6, (3, size, size))
+    objects = []
+    specs = [
+        ("tank", lambda cx, cy, r: (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2, (230, 230, 225)),
+        ("building", lambda cx, cy, r: (abs(xx - cx) <= r) & (abs(yy - cy) <= r * 0.6), (200, 70, 60)),
+        ("pond", lambda cx, cy, r: ((xx - cx) / r) ** 2 + ((yy - cy) / (r * 0.55)) ** 2 <= 1, (30, 60, 110)),
+    ]
+    centres = [(80, 80), (250, 90), (420, 100), (90, 260), (260, 250), (420, 270), (100, 420), (270, 420), (420, 430)]
+    k = size / 512  # the layout scales with the scene
+    for i, (cx, cy) in enumerate(centres):
+        cls, fn, colour = specs[i % 3]
+        cx, cy, radius = cx * k, cy * k, (22 + 6 * (i % 4)) * k
+        mask = fn(cx, cy, radius)
+        for band in range(3):
+            image[band][mask] = colour[band] + rng.normal(0, 6, mask.sum())
+        rows, cols = np.nonzero(mask)
+        objects.append((cls, mask, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)))
+    return np.clip(image, 0, 255).astype(np.uint8), objects

@@ -1,0 +1,87 @@
+"""SAM checkpoints go through the same loader as official ones: type detection, clear errors, a full run."""
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from segment_anything import sam_model_registry
+
+from samrs.samrs_qgis.backends.sam import SamBackend, sam_box_prompt
+from samrs.samrs_qgis.backends.sam_checkpoint import encoder_config_from_state, load_sam
+from samrs.samrs_qgis.boxes import read_box_file
+from samrs.samrs_qgis.errors import InputError
+from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from support import pixel_box, read_features, synthetic_scene, write_boxes, write_raster
+
+
+@pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
+def test_official_architectures_are_recognised_from_tensor_shapes(model_type):
+    with torch.device("meta"):  # shapes only, no memory
+        state = sam_model_registry[model_type]().state_dict()
+    assert encoder_config_from_state(state).model_type == model_type
+
+
+def test_tiny_checkpoint_loads_through_the_real_loader(tiny_sam_checkpoint):
+    model, detected = load_sam(tiny_sam_checkpoint)
+    assert detected.startswith("custom(dim=32,depth=2,heads=2")
+    reference = torch.load(tiny_sam_checkpoint, weights_only=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_tiny_sam_decodes_boxes_into_low_resolution_logits(tiny_sam_checkpoint):
+    backend = SamBackend(tiny_sam_checkpoint, device="cpu")
+    frame = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    backend.encode(frame)
+    out = backend.decode(np.array([[10, 20, 110, 220], [500, 500, 600, 560]], dtype=float))
+    assert len(out) == 2
+    assert out[0].grid.shape == (256, 256) and out[0].cell == 4.0
+    assert all(isinstance(o.score, float) for o in out)
+
+
+def test_box_prompt_uses_sams_inclusive_pixel_convention():
+    # A box covering pixels [10, 20) x [5, 15) is given to SAM as its first and last pixel: (10, 5, 19, 14).
+    assert sam_box_prompt(np.array([[10, 5, 20, 15.0]])).tolist() == [[10, 5, 19, 14]]
+
+
+def test_model_type_mismatch_is_reported(tiny_sam_checkpoint):
+    with pytest.raises(InputError, match="Model type mismatch.*not vit_h"):
+        load_sam(tiny_sam_checkpoint, "vit_h")
+
+
+def test_corrupt_and_foreign_files_are_reported(tmp_path):
+    corrupt = tmp_path / "sam_vit_b_01ec64.pth"
+    corrupt.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(InputError, match="cannot be read.*corrupt"):
+        load_sam(str(corrupt))
+    foreign = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, foreign)
+    with pytest.raises(InputError, match="not a SAM checkpoint"):
+        load_sam(str(foreign))
+    with pytest.raises(InputError, match="does not exist"):
+        load_sam(str(tmp_path / "missing.pth"))
+
+
+def test_full_run_with_tiny_sam_writes_all_outputs(tmp_path, tiny_sam_checkpoint):
+    image, objects = synthetic_scene(384, seed=3)
+    transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
+    raster = write_raster(tmp_path / "scene.tif", image, transform)
+    boxes = write_boxes(tmp_path / "boxes.gpkg", [pixel_box(transform, *o[2]) for o in objects],
+                        properties=[{"cls": o[0], "n": i} for i, o in enumerate(objects)])
+    out = OutputPaths(str(tmp_path / "out" / "inst.tif"), str(tmp_path / "out" / "sem.tif"),
+                      str(tmp_path / "out" / "masks.gpkg"))
+    summary = segment_boxes(raster, read_box_file(boxes), out,
+                            SegmentOptions(checkpoint=tiny_sam_checkpoint, device="cpu", class_field="cls"))
+    assert summary.boxes == len(objects) and summary.windows == 1
+    assert "custom" in summary.backend
+    for path in (out.instances, out.semantic):
+        with rasterio.open(path) as ds, rasterio.open(raster) as src:
+            assert ds.crs == src.crs and ds.transform == src.transform and ds.shape == src.shape
+    features = read_features(out.polygons)
+    assert len(features) == len(objects)
+    assert sorted(f["n"] for f in features) == list(range(len(objects)))
+    for f in features:
+        assert f["class_name"] == objects[f["n"]][0]
+        assert f["status"] in ("ok", "empty")
+        assert f["score"] is not None
+    assert sorted({f["class_id"] for f in features}) == [0, 1, 2]  # building, pond, tank by sorted name
