@@ -1,0 +1,51 @@
+"""Window planning: every usable box lies wholly inside one window, windows lie inside the raster."""
+import numpy as np
+from shapely.geometry import box as shapely_box
+
+from samrs.samrs_qgis.boxes import STATUS_OK, STATUS_OUTSIDE, BoxFeature, PixelBox
+from samrs.samrs_qgis.windows import plan_windows
+
+
+def make_boxes(bounds, status=STATUS_OK):
+    return [PixelBox(feature=BoxFeature(i, i, {}, None), instance_id=i + 1, class_name="x", class_id=0,
+                     status=status, polygon=shapely_box(*b), bounds=tuple(float(v) for v in b))
+            for i, b in enumerate(bounds)]
+
+
+def test_every_box_in_exactly_one_window_inside_the_raster():
+    rng = np.random.default_rng(0)
+    width, height = 5000, 3000
+    bounds = []
+    for _ in range(400):
+        w, h = rng.integers(5, 300, 2)
+        x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        bounds.append((x, y, x + w, y + h))
+    bounds += [(100, 100, 2100, 900), (0, 0, 5000, 3000)]  # larger than a window
+    boxes = make_boxes(bounds)
+    plans = plan_windows(boxes, (width, height), 1024)
+    seen = [b.instance_id for p in plans for b in p.boxes]
+    assert sorted(seen) == [b.instance_id for b in boxes]
+    for p in plans:
+        w = p.window
+        assert 0 <= w.col and 0 <= w.row and w.col_end <= width and w.row_end <= height
+        assert max(p.frame_shape) == 1024
+        for b in p.boxes:
+            assert w.contains(b.bounds)
+        if len(p.boxes) == 1 and max(p.boxes[0].size) > 1024:
+            assert p.scale[0] < 1  # a big box is seen shrunk in its own window
+        else:
+            assert (w.width, w.height) == (1024, 1024) and p.scale == (1.0, 1.0)  # native resolution
+
+
+def test_clustered_boxes_share_a_window_and_unusable_boxes_get_none():
+    boxes = make_boxes([(10 + 30 * i, 20, 30 + 30 * i, 40) for i in range(20)])
+    boxes += make_boxes([(5000, 5000, 5010, 5010)], status=STATUS_OUTSIDE)
+    plans = plan_windows(boxes, (4096, 4096), 1024)
+    assert len(plans) == 1 and len(plans[0].boxes) == 20
+
+
+def test_raster_smaller_than_a_window_is_one_upscaled_window():
+    plans = plan_windows(make_boxes([(10, 10, 50, 50), (300, 200, 390, 290)]), (400, 300), 1024)
+    assert len(plans) == 1
+    assert (plans[0].window.width, plans[0].window.height) == (400, 300)
+    assert plans[0].frame_shape == (768, 1024)
