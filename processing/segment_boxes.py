@@ -77,7 +77,7 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
         return "segmentation"
 
     def shortHelpString(self):  # noqa: N802
-        return HELP
+        return HELP.replace("\n", " ")  # the dialog turns line breaks into <br>
 
     def icon(self):
         from .provider import icon_path
