@@ -25,7 +25,9 @@ checkpoints:
 deploy:
 	mkdir -p "$(PROFILE_DIR)/python/plugins"
 	ln -sfn "$(CURDIR)" "$(PROFILE_DIR)/python/plugins/samrs"
-	QGIS_CUSTOM_CONFIG_PATH="$(abspath $(PROFILE_DIR)/../..)" scripts/qgis-process plugins enable samrs >/dev/null
+	QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH="$(abspath $(PROFILE_DIR)/../..)" \
+	  /usr/bin/qgis_process.bin plugins enable samrs >/dev/null 2>&1 || true
+	@grep -qs '^samrs=true' "$(PROFILE_DIR)/QGIS/QGIS3.ini" || { echo "deploy: QGIS did not enable the plugin"; exit 1; }
 	@echo "Plugin linked into $(PROFILE_DIR)/python/plugins/samrs and enabled; restart QGIS."
 
 package:
