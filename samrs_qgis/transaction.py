@@ -24,6 +24,12 @@ class OutputTransaction:
         final_path = os.path.abspath(final_path)
         folder, name = os.path.split(final_path)
         stem, ext = os.path.splitext(name)
+        blocking = folder
+        while blocking and not os.path.exists(blocking):
+            blocking = os.path.dirname(blocking)
+        if blocking and not os.path.isdir(blocking):
+            raise InputError(f"The {role} output '{final_path}' cannot be written: '{blocking}' is a file, "
+                             "not a folder. Choose a writable folder.")
         try:
             os.makedirs(folder, exist_ok=True)
             temp = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}")

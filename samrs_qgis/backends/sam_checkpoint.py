@@ -97,9 +97,10 @@ def load_sam(checkpoint: str, model_type: str = "auto"):
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise InputError(f"SAM checkpoint '{checkpoint}' cannot be read ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}). The file is corrupt, truncated or "
-                         "not a PyTorch checkpoint; download it again and check its checksum.") from exc
+        # torch's own text may advise weights_only=False, which is unsafe for an unknown file: not shown.
+        raise InputError(f"SAM checkpoint '{checkpoint}' cannot be read ({type(exc).__name__}). The file is "
+                         "corrupt, truncated or not a PyTorch checkpoint; download it again and check its "
+                         "checksum (`python -m samrs_qgis download-checkpoints` verifies it).") from exc
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # checkpoints saved by training scripts wrap the weights
     try:
@@ -109,8 +110,9 @@ def load_sam(checkpoint: str, model_type: str = "auto"):
                          "Give an official SAM checkpoint (vit_h, vit_l or vit_b).") from exc
     detected = config.model_type
     if model_type != "auto" and model_type != detected:
+        choice = f"'{detected}' or 'auto'" if detected in MODEL_TYPES else "'auto'"
         raise InputError(f"Model type mismatch: '{checkpoint}' holds a {detected} model, not {model_type}. "
-                         f"Choose model type '{detected}' or 'auto'.")
+                         f"Choose model type {choice}.")
     model = _build_sam(encoder_embed_dim=config.embed_dim, encoder_depth=config.depth,
                        encoder_num_heads=config.num_heads,
                        encoder_global_attn_indexes=list(config.global_attn_indexes), checkpoint=None)
