@@ -33,7 +33,7 @@ FIELD_TYPES = ("int", "float", "str", "bool", "date", "datetime", "time")
 class BoxFeature:
     """One input box as read from its layer (any CRS)."""
 
-    index: int  # 0-based position in the layer, the order outputs keep
+    index: int  # 0-based position in the layer; instance ids follow it unless an id field is given
     fid: Any
     attributes: Dict[str, Any]
     geometry: Optional[BaseGeometry]

@@ -4,7 +4,6 @@ file where a good one was expected (an earlier good output stays untouched).
 """
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import tempfile
@@ -12,6 +11,10 @@ import uuid
 from typing import List, Tuple
 
 from .errors import InputError
+
+
+GDAL_SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
+SHAPEFILE_COMPANIONS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 
 
 class OutputTransaction:
@@ -52,12 +55,16 @@ class OutputTransaction:
 
     @staticmethod
     def _with_sidecars(path: str) -> List[str]:
-        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, ``.shx`` of a Shapefile…)."""
+        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…).
+
+        Only known companion names count: another file that merely shares the stem (an input
+        raster ``x.tif`` beside an output ``x.shp``) is never touched.
+        """
         stem, _ = os.path.splitext(path)
-        found = set(glob.glob(glob.escape(path) + "*"))
+        candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES]
         if path.lower().endswith(".shp"):
-            found |= {p for p in glob.glob(glob.escape(stem) + ".*")}
-        return sorted(found)
+            candidates += [stem + ext for ext in SHAPEFILE_COMPANIONS]
+        return [p for p in [path] + candidates if os.path.isfile(p)]
 
     def commit(self) -> None:
         for temp, final in self._staged:

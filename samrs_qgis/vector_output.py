@@ -1,7 +1,7 @@
 """The polygon layer: exactly one feature per input box, streamed to any OGR format with fiona.
 
 Fields: the box's own attributes (renamed ``src_<name>`` where they clash with ours), then
-``instance_id``, ``class_name``, ``class_id``, ``score``, ``area_px``, ``area_m2``, ``status``, ``detail``.
+``instance_id`` (``inst_id`` in a Shapefile, whose names hold 10 characters), ``class_name``, ``class_id``, ``score``, ``area_px``, ``area_m2``, ``status``, ``detail``.
 Geometry: the box's whole mask as a valid MultiPolygon in the raster's CRS (null for boxes without a
 mask). Overlapping masks overlap here too; only the rasters apply the ownership rule.
 """
@@ -47,10 +47,35 @@ def vector_driver(path: str) -> str:
     return VECTOR_DRIVERS[ext]
 
 
-def output_field_names(source_fields: Dict[str, str]) -> Dict[str, str]:
-    """Source field name -> name in the output (``src_`` prefix where it clashes with a result field)."""
-    taken = {n.lower() for n in RESULT_FIELDS}
-    return {name: (f"src_{name}" if name.lower() in taken else name) for name in source_fields}
+# Shapefile (DBF) field names hold at most 10 characters: the result fields that are longer get these.
+SHAPEFILE_RESULT_NAMES = {"instance_id": "inst_id"}
+SHAPEFILE_NAME_LENGTH = 10
+
+
+def result_field_names(driver: str) -> Dict[str, str]:
+    """Result field -> its name in a layer written by ``driver``."""
+    if driver == "ESRI Shapefile":
+        return {n: SHAPEFILE_RESULT_NAMES.get(n, n) for n in RESULT_FIELDS}
+    return {n: n for n in RESULT_FIELDS}
+
+
+def output_field_names(source_fields: Dict[str, str], driver: str = "GPKG") -> Dict[str, str]:
+    """Source field name -> name in the output: ``src_`` prefix where it clashes with a result field,
+    and for Shapefiles cut to 10 characters and made unique (so no source field takes a result's name)."""
+    limit = SHAPEFILE_NAME_LENGTH if driver == "ESRI Shapefile" else None
+    taken = {n.lower() for n in result_field_names(driver).values()}
+    renamed = {}
+    for name in source_fields:
+        candidate = name if name.lower() not in taken else f"src_{name}"
+        candidate = candidate[:limit] if limit else candidate
+        suffix = 1
+        while candidate.lower() in taken:
+            tail = f"_{suffix}"
+            candidate = (candidate[:limit - len(tail)] if limit else candidate) + tail
+            suffix += 1
+        taken.add(candidate.lower())
+        renamed[name] = candidate
+    return renamed
 
 
 def _plain(value: Any) -> Any:
@@ -92,12 +117,13 @@ class PolygonWriter:
     def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str):
         import fiona
 
-        self._renamed = output_field_names(source_fields)
+        driver = vector_driver(path)
+        self._renamed = output_field_names(source_fields, driver)
+        self._result_names = result_field_names(driver)
         properties = {self._renamed[n]: (t if t in ("int", "float", "str", "bool") else "str")
                       for n, t in source_fields.items()}
-        properties.update(RESULT_FIELDS)
+        properties.update({self._result_names[n]: t for n, t in RESULT_FIELDS.items()})
         schema = {"geometry": "MultiPolygon", "properties": properties}
-        driver = vector_driver(path)
         options = {"layer": layer_name} if driver in ("GPKG", "SQLite") else {}
         self._collection = fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt or None, **options)
         self.areas = AreaCalculator(crs_wkt)
@@ -105,8 +131,8 @@ class PolygonWriter:
 
     def write(self, attributes: Dict[str, Any], result: Dict[str, Any], geometry: Optional[BaseGeometry]) -> None:
         properties = {self._renamed[k]: _plain(v) for k, v in attributes.items() if k in self._renamed}
-        properties.update(result)
-        properties["area_m2"] = self.areas.area_m2(geometry)
+        result = dict(result, area_m2=self.areas.area_m2(geometry))
+        properties.update({self._result_names[k]: v for k, v in result.items()})
         self._collection.write({"geometry": mapping(geometry) if geometry is not None else None,
                                 "properties": properties})
         self.count += 1
