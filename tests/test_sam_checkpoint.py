@@ -85,3 +85,24 @@ def test_full_run_with_tiny_sam_writes_all_outputs(tmp_path, tiny_sam_checkpoint
         assert f["status"] in ("ok", "empty")
         assert f["score"] is not None
     assert sorted({f["class_id"] for f in features}) == [0, 1, 2]  # building, pond, tank by sorted name
+
+
+def test_multimask_keeps_the_candidate_with_the_best_predicted_iou(tiny_sam_checkpoint):
+    frame = np.random.default_rng(2).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    boxes = np.array([[100, 100, 300, 260], [600, 650, 700, 800]], dtype=float)
+    single, best = SamBackend(tiny_sam_checkpoint, device="cpu"), SamBackend(tiny_sam_checkpoint, device="cpu",
+                                                                             multimask=True)
+    single.encode(frame)
+    best.encode(frame)
+    model = best.model
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=None, boxes=torch.as_tensor(sam_box_prompt(boxes)), masks=None)
+        low_res, iou = model.mask_decoder(image_embeddings=best.predictor.features,
+                                          image_pe=model.prompt_encoder.get_dense_pe(),
+                                          sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                          multimask_output=True)
+    for i, out in enumerate(best.decode(boxes)):
+        k = int(iou[i].argmax())
+        assert out.score == pytest.approx(float(iou[i].max()))
+        assert np.array_equal(out.grid, low_res[i, k].numpy())
+    assert [o.grid.shape for o in single.decode(boxes)] == [(256, 256)] * 2
