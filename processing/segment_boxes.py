@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
 from qgis.PyQt.QtGui import QIcon
 
 from ..samrs_qgis.backends.sam_checkpoint import MODEL_TYPES
+from ..samrs_qgis.backends.sam import PRECISIONS
 from ..samrs_qgis.errors import Cancelled, SamrsError
 from ..samrs_qgis.pipeline import BACKENDS, OutputPaths, SegmentJob, SegmentOptions
 from ..samrs_qgis.stretch import STRETCH_MODES
@@ -59,6 +60,8 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
     CLASSES = "CLASSES"
     BACKGROUND = "BACKGROUND"
     BATCH_SIZE = "BATCH_SIZE"
+    PRECISION = "PRECISION"
+    EMBEDDING_CACHE = "EMBEDDING_CACHE"
     WINDOW_SIZE = "WINDOW_SIZE"
     OUTPUT_INSTANCES = "OUTPUT_INSTANCES"
     OUTPUT_SEMANTIC = "OUTPUT_SEMANTIC"
@@ -115,8 +118,12 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
                                          optional=True),
             QgsProcessingParameterNumber(self.BACKGROUND, "Semantic background value", minValue=0,
                                          maxValue=65535, defaultValue=defaults.background),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Boxes decoded per batch", minValue=1,
-                                         defaultValue=defaults.batch_size),
+            QgsProcessingParameterEnum(self.PRECISION, "Precision (auto: fp16 on CUDA, bf16 on CPUs that have it)",
+                                       list(PRECISIONS), defaultValue=0),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Boxes decoded per batch (0: suited to the device)",
+                                         minValue=0, defaultValue=0),
+            QgsProcessingParameterBoolean(self.EMBEDDING_CACHE, "Cache window embeddings on disk for later runs",
+                                          defaultValue=defaults.embedding_cache),
             QgsProcessingParameterNumber(self.WINDOW_SIZE, "Window size (pixels)", minValue=64,
                                          defaultValue=defaults.window_size),
         ]
@@ -168,7 +175,9 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             multimask=self.parameterAsBoolean(parameters, self.MULTIMASK, context),
             clip_to_box=self.parameterAsBoolean(parameters, self.CLIP_TO_BOX, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
+            precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            embedding_cache=self.parameterAsBoolean(parameters, self.EMBEDDING_CACHE, context),
             window_size=self.parameterAsInt(parameters, self.WINDOW_SIZE, context),
             bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
             stretch=STRETCH_MODES[self.parameterAsEnum(parameters, self.STRETCH, context)],

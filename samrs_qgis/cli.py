@@ -58,6 +58,7 @@ def default_output_paths(raster: str, out_dir: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends.sam import PRECISIONS
     from .backends.sam_checkpoint import MODEL_TYPES
     from .checkpoints import OFFICIAL_CHECKPOINTS
     from .pipeline import BACKENDS, SegmentOptions
@@ -87,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-type", choices=MODEL_TYPES, default=defaults.model_type,
                        help="checked against the checkpoint; auto detects it")
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
-    model.add_argument("--batch-size", type=int, default=defaults.batch_size, help="boxes decoded together")
+    model.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="boxes decoded together (default: suited to the device, CPU 4, CUDA 64)")
+    model.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                       help="auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32")
+    model.add_argument("--no-cache", action="store_true", help="do not cache window embeddings on disk")
+    model.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/samrs/embeddings)")
+    model.add_argument("--cache-limit-mb", type=float, default=defaults.cache_limit_mb,
+                       help="embedding cache size limit (oldest use deleted first)")
     model.add_argument("--window-size", type=int, default=defaults.window_size,
                        help="window side in raster pixels (native resolution)")
     model.add_argument("--multimask", action="store_true", help="best of three masks by predicted IoU")
@@ -123,6 +131,8 @@ def _segment(args) -> int:
     options = SegmentOptions(
         backend=backend, checkpoint=args.checkpoint, model_type=args.model_type, device=args.device,
         multimask=args.multimask, clip_to_box=args.clip_to_box, batch_size=args.batch_size,
+        precision=args.precision, embedding_cache=not args.no_cache, cache_dir=args.cache_dir,
+        cache_limit_mb=args.cache_limit_mb,
         window_size=args.window_size, bands=args.bands, stretch=args.stretch, class_field=args.class_field,
         id_field=args.id_field, class_names=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         background=args.background)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -19,6 +20,7 @@ from .backends.base import Backend
 from .boxes import (STATUS_EMPTY, STATUS_OK, STATUS_OUTSIDE, BoxSource, PixelBox, PixelProjector,
                     check_layer, project_box)
 from .classes import ClassCatalog
+from .embedding_cache import EmbeddingCache
 from .errors import InputError
 from .logits import sample_region
 from .masks import MASK_THRESHOLD, MaskCrop, neighbourhood, polygon_mask, polygonize
@@ -43,7 +45,11 @@ class SegmentOptions:
     device: str = "auto"
     multimask: bool = False  # True: best of three candidate masks by predicted IoU
     clip_to_box: bool = False  # keep only mask pixels whose centre lies inside the (rotated) box
-    batch_size: int = 20
+    batch_size: Optional[int] = None  # boxes per decoder call; None: what suits the device (CPU 4, CUDA 64)
+    precision: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32
+    embedding_cache: bool = True  # keep window embeddings on disk for later runs
+    cache_dir: Optional[str] = None  # default ~/.cache/samrs/embeddings
+    cache_limit_mb: float = 2048
     window_size: int = 1024
     bands: Optional[Sequence[int]] = None
     stretch: str = "auto"
@@ -87,7 +93,8 @@ def make_backend(options: SegmentOptions) -> Backend:
     if options.backend == "sam":
         from .backends.sam import SamBackend
 
-        return SamBackend(options.checkpoint, options.model_type, options.device, options.multimask)
+        return SamBackend(options.checkpoint, options.model_type, options.device, options.multimask,
+                          options.precision)
     if options.backend == "grabcut":
         from .backends.grabcut import GrabCutBackend
 
@@ -123,7 +130,7 @@ class SegmentJob:
                 raise InputError(f"The {role} output '{path}' must be a GeoTIFF (.tif).")
         if self.outputs.polygons:
             vector_driver(self.outputs.polygons)
-        if opts.batch_size < 1 or opts.window_size < 64:
+        if (opts.batch_size is not None and opts.batch_size < 1) or opts.window_size < 64:
             raise InputError("Batch size must be ≥ 1 and window size ≥ 64 pixels.")
         if not 0 <= opts.background <= 65535:
             raise InputError(f"Background value {opts.background} must be between 0 and 65535.")
@@ -206,6 +213,10 @@ class SegmentJob:
             writer = PolygonWriter(staged.polygons, self.source.fields, raster.crs.to_wkt() if raster.crs else "",
                                    layer_name="masks")
         timings = Counter()
+        self.batch_size = opts.batch_size or backend.preferred_batch
+        self.cache = None
+        if opts.embedding_cache and backend.identity():
+            self.cache = EmbeddingCache(opts.cache_dir, opts.cache_limit_mb)
         total_work = len(plans) * WINDOW_COST_IN_BOXES + sum(len(p.boxes) for p in plans)
         done = 0
         with rasterio.Env(GDAL_CACHEMAX=256):
@@ -213,22 +224,18 @@ class SegmentJob:
                 for box in self.boxes:  # boxes with no mask to compute are accounted for first
                     if not box.is_usable and writer:
                         writer.write(box.feature.attributes, self._result_fields(box, None, 0), None)
-                for plan in plans:
+                for plan, frame, valid in self._read_ahead(plans, timings):
                     self.progress.check_cancelled()
-                    t0 = time.perf_counter()
-                    frame = raster.read_frame(plan.window, plan.frame_shape)
-                    valid = raster.read_valid(plan.window)
                     t1 = time.perf_counter()
-                    backend.encode(frame)
-                    t2 = time.perf_counter()
-                    timings["read"] += t1 - t0
-                    timings["encode"] += t2 - t1
+                    self._encode(frame, timings)
+                    timings["encode"] += time.perf_counter() - t1
                     done += WINDOW_COST_IN_BOXES
-                    for start in range(0, len(plan.boxes), opts.batch_size):
+                    start = 0
+                    while start < len(plan.boxes):
                         self.progress.check_cancelled()
-                        batch = plan.boxes[start:start + opts.batch_size]
+                        batch = plan.boxes[start:start + self.batch_size]
                         t3 = time.perf_counter()
-                        logits = backend.decode(self._frame_boxes(plan, batch))
+                        logits = self._decode(plan, batch)
                         t4 = time.perf_counter()
                         timings["decode"] += t4 - t3
                         for box, box_logits in zip(batch, logits):
@@ -242,6 +249,7 @@ class SegmentJob:
                                 writer.write(box.feature.attributes,
                                              self._result_fields(box, box_logits.score, crop.area), geometry)
                         timings["postprocess"] += time.perf_counter() - t4
+                        start += len(batch)
                         done += len(batch)
                         self.progress.set_fraction(0.95 * done / max(total_work, 1))
                 if writer:
@@ -255,6 +263,54 @@ class SegmentJob:
                     writer.close()
                 canvas.close()
         return dict(timings)
+
+    def _read_ahead(self, plans: List[WindowPlan], timings: Counter):
+        """Yield ``(plan, frame, valid)`` per window while the next window is read in a background thread,
+        so reading and stretching overlap with encoding. Only that thread touches the input raster."""
+        def read(plan: WindowPlan):
+            t0 = time.perf_counter()
+            frame = self.raster.read_frame(plan.window, plan.frame_shape)
+            valid = self.raster.read_valid(plan.window)
+            timings["read"] += time.perf_counter() - t0
+            return frame, valid
+
+        if not plans:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="samrs-read") as pool:
+            pending = pool.submit(read, plans[0])
+            for i, plan in enumerate(plans):
+                t0 = time.perf_counter()
+                frame, valid = pending.result()
+                timings["read_wait"] += time.perf_counter() - t0
+                if i + 1 < len(plans):
+                    pending = pool.submit(read, plans[i + 1])
+                yield plan, frame, valid
+
+    def _encode(self, frame: np.ndarray, timings: Counter) -> None:
+        """Encode the window's frame, or take its embedding from the cache."""
+        if self.cache is None:
+            self.backend.encode(frame)
+            return
+        key = self.cache.key(frame, self.backend.identity())
+        embedding = self.cache.get(key)
+        if embedding is not None:
+            self.backend.load_embedding(embedding, frame.shape[:2])
+            timings["cached_windows"] += 1
+            return
+        self.backend.encode(frame)
+        self.cache.put(key, self.backend.embedding)
+
+    def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> list:
+        """Decode a batch; when the device runs out of memory, halve the batch (for the rest of the run too)."""
+        try:
+            return self.backend.decode(self._frame_boxes(plan, batch))
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if len(batch) == 1 or not self.backend.is_out_of_memory(exc):
+                raise
+        half = len(batch) // 2
+        self.batch_size = max(1, min(self.batch_size, half))
+        self.progress.warning(f"Out of memory decoding {len(batch)} boxes; going on with batches of {self.batch_size}.")
+        return self._decode(plan, batch[:half]) + self._decode(plan, batch[half:])
 
     @staticmethod
     def _frame_boxes(plan: WindowPlan, batch: List[PixelBox]) -> np.ndarray:

@@ -23,6 +23,7 @@ _runtime.mkdir(mode=0o700, exist_ok=True)
 os.environ["XDG_RUNTIME_DIR"] = str(_runtime)
 os.environ["QGIS_PLUGINPATH"] = str(PLUGINS_DIR)
 QGIS_CONFIG = Path(tempfile.mkdtemp(prefix="samrs-test-qgis-config-"))
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="samrs-test-cache-")  # embedding cache stays out of ~
 os.environ["QGIS_CUSTOM_CONFIG_PATH"] = str(QGIS_CONFIG)
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]

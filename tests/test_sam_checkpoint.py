@@ -90,8 +90,8 @@ def test_full_run_with_tiny_sam_writes_all_outputs(tmp_path, tiny_sam_checkpoint
 def test_multimask_keeps_the_candidate_with_the_best_predicted_iou(tiny_sam_checkpoint):
     frame = np.random.default_rng(2).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     boxes = np.array([[100, 100, 300, 260], [600, 650, 700, 800]], dtype=float)
-    single, best = SamBackend(tiny_sam_checkpoint, device="cpu"), SamBackend(tiny_sam_checkpoint, device="cpu",
-                                                                             multimask=True)
+    single = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    best = SamBackend(tiny_sam_checkpoint, device="cpu", multimask=True, precision="fp32")
     single.encode(frame)
     best.encode(frame)
     model = best.model

@@ -31,6 +31,7 @@ class Backend:
 
     name = "backend"
     input_size = 1024  # longest side of the frame the backend wants, in pixels
+    preferred_batch = 4  # boxes per decode call when the user sets none
 
     def encode(self, frame: np.ndarray) -> None:
         """Take the frame, uint8 (rows, cols, 3) RGB, whose longest side is ``input_size``."""
@@ -39,6 +40,22 @@ class Backend:
     def decode(self, boxes: np.ndarray) -> List[BoxLogits]:
         """Boxes (n, 4) float frame coordinates -> one :class:`BoxLogits` per box."""
         raise NotImplementedError
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """True when ``error`` means the device ran out of memory (the caller retries with fewer boxes)."""
+        return False
+
+    @property
+    def embedding(self):
+        """The encoded window, for the embedding cache; None for backends without one."""
+        return None
+
+    def load_embedding(self, embedding, frame_shape) -> None:
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """What besides the frame decides the embedding (model, precision); '' = not cacheable."""
+        return ""
 
     def describe(self) -> str:
         return self.name

@@ -76,6 +76,20 @@ def encoder_config_from_state(state: Dict[str, "torch.Tensor"]) -> EncoderConfig
     return EncoderConfig(embed_dim, depth, embed_dim // head_dim, tuple(global_blocks))
 
 
+def checkpoint_fingerprint(path: str, chunk: int = 1 << 20) -> str:
+    """A cheap identity of a checkpoint file: SHA-256 of its size, first and last MiB (not the whole 2.5 GB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = os.path.getsize(path)
+    digest.update(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(size - chunk, 0))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()[:16]
+
+
 def load_sam(checkpoint: str, model_type: str = "auto"):
     """Load a SAM checkpoint on the CPU: returns ``(sam_model, model_type)``.
 

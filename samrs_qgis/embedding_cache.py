@@ -1,0 +1,75 @@
+"""Window embeddings kept on disk, so a second run over the same raster (other prompts, other
+post-processing) skips the image encoder.
+
+The key is a hash of the frame the encoder would see (its pixels carry the raster content, the
+window, the bands and the stretch) and of the backend's identity (checkpoint fingerprint, model type,
+precision). The folder is trimmed to a size limit, oldest use first.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+DEFAULT_LIMIT_MB = 2048
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "samrs", "embeddings")
+
+
+class EmbeddingCache:
+    def __init__(self, folder: Optional[str] = None, limit_mb: float = DEFAULT_LIMIT_MB):
+        self.folder = folder or default_cache_dir()
+        self.limit_bytes = int(limit_mb * 1024 * 1024)
+        os.makedirs(self.folder, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(frame: np.ndarray, backend_identity: str) -> str:
+        digest = hashlib.sha256()
+        digest.update(backend_identity.encode())
+        digest.update(str(frame.shape).encode())
+        digest.update(np.ascontiguousarray(frame).data)
+        return digest.hexdigest()
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.folder, f"{key}.npy")
+
+    def get(self, key: str) -> Optional[np.ndarray]:
+        path = self._path(key)
+        try:
+            embedding = np.load(path)
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        os.utime(path)  # most recently used survives trimming
+        self.hits += 1
+        return embedding
+
+    def put(self, key: str, embedding: np.ndarray) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.folder, suffix=".npy.partial")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, embedding)
+        os.replace(temp, self._path(key))  # readers never see a half-written file
+        self.trim()
+
+    def trim(self) -> None:
+        """Delete least recently used entries until the folder is within the size limit."""
+        entries = []
+        for name in os.listdir(self.folder):
+            if name.endswith(".npy"):
+                path = os.path.join(self.folder, name)
+                stat = os.stat(path)
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.limit_bytes:
+                break
+            os.remove(path)
+            total -= size
