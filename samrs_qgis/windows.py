@@ -86,3 +86,23 @@ def plan_windows(boxes: Sequence[PixelBox], raster_size: Tuple[int, int], window
         plans.append(WindowPlan(window, [usable[j] for j in members], frame_shape_for(window, model_size)))
     plans.sort(key=lambda p: (p.window.row, p.window.col))
     return plans
+
+
+def window_lower_bound(boxes: Sequence[PixelBox], raster_size: Tuple[int, int], window_size: int = 1024) -> int:
+    """A lower bound on the windows any plan needs: the size of a set of boxes no two of which fit in one
+    window together (found greedily, left to right). Boxes larger than a window need one each."""
+    width, height = raster_size
+    win_w, win_h = min(window_size, width), min(window_size, height)
+    extents = np.array([box_pixel_extent(b.bounds) for b in boxes if b.is_usable], dtype=np.int64).reshape(-1, 4)
+    big = (extents[:, 2] - extents[:, 0] > win_w) | (extents[:, 3] - extents[:, 1] > win_h)
+    small = extents[~big]
+    small = small[np.argsort(small[:, 0], kind="stable")]
+    chosen = np.empty((0, 4), dtype=np.int64)
+    for e in small:
+        if len(chosen):
+            union_w = np.maximum(chosen[:, 2], e[2]) - np.minimum(chosen[:, 0], e[0])
+            union_h = np.maximum(chosen[:, 3], e[3]) - np.minimum(chosen[:, 1], e[1])
+            if np.any((union_w <= win_w) & (union_h <= win_h)):
+                continue  # shares a window with a chosen box
+        chosen = np.vstack([chosen, e])
+    return int(big.sum()) + len(chosen)

@@ -49,3 +49,18 @@ def test_raster_smaller_than_a_window_is_one_upscaled_window():
     assert len(plans) == 1
     assert (plans[0].window.width, plans[0].window.height) == (400, 300)
     assert plans[0].frame_shape == (768, 1024)
+
+
+def test_plan_is_never_below_the_lower_bound_and_close_to_it_on_clusters():
+    from samrs.samrs_qgis.windows import window_lower_bound
+
+    rng = np.random.default_rng(1)
+    bounds = []
+    for cx, cy in rng.uniform(500, 7500, (12, 2)):  # 12 tight clusters of 30 small boxes
+        for _ in range(30):
+            x, y = cx + rng.uniform(-300, 300), cy + rng.uniform(-300, 300)
+            bounds.append((x, y, x + 20, y + 20))
+    boxes = make_boxes(bounds)
+    plans = plan_windows(boxes, (8192, 8192), 1024)
+    bound = window_lower_bound(boxes, (8192, 8192), 1024)
+    assert 1 <= bound <= len(plans) <= 1.5 * bound
