@@ -1,0 +1,130 @@
+"""The paths that make runs cheap must not change results: embedding cache, out-of-memory back-off,
+streaming raster writes."""
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio import features
+
+from samrs.samrs_qgis.backends.sam import SamBackend
+from samrs.samrs_qgis.boxes import read_box_file
+from samrs.samrs_qgis.embedding_cache import EmbeddingCache
+from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob, SegmentOptions
+from conftest import TINY_SAM
+from support import pixel_box, read_features, synthetic_scene, write_boxes, write_raster
+
+T = Affine(1.0, 0, 300000, 0, -1.0, 5000000)
+
+
+@pytest.fixture()
+def scene(tmp_path):
+    image, objects = synthetic_scene(256, seed=7)
+    four = np.concatenate([image, image[:1] // 2])  # a fourth band to choose instead
+    raster = write_raster(tmp_path / "scene.tif", four, T)
+    boxes = write_boxes(tmp_path / "boxes.gpkg", [pixel_box(T, *o[2]) for o in objects],
+                        properties=[{"kind": o[0]} for o in objects])
+    return raster, boxes, objects
+
+
+def run(raster, boxes, out_dir, backend=None, **options):
+    outputs = OutputPaths(str(out_dir / "i.tif"), None, str(out_dir / "m.gpkg"))
+    job = SegmentJob(raster, read_box_file(boxes), outputs, SegmentOptions(**options), backend=backend)
+    job.prepare()
+    return job.run(), outputs
+
+
+def test_cache_hits_on_a_second_run_and_misses_when_what_the_encoder_sees_changes(scene, tmp_path,
+                                                                                   tiny_sam_checkpoint):
+    raster, boxes, _ = scene
+    cache_dir = tmp_path / "cache"
+    sam = dict(checkpoint=tiny_sam_checkpoint, device="cpu", precision="fp32", cache_dir=str(cache_dir))
+    first, out1 = run(raster, boxes, tmp_path / "a", **sam)
+    assert first.timings.get("cached_windows", 0) == 0 and len(list(cache_dir.glob("*.npy"))) == first.windows
+    second, out2 = run(raster, boxes, tmp_path / "b", clip_to_box=True, **sam)  # other post-processing
+    assert second.timings["cached_windows"] == second.windows
+    third, out3 = run(raster, boxes, tmp_path / "c", **sam)
+    with rasterio.open(out1.instances) as a, rasterio.open(out3.instances) as c:
+        assert np.array_equal(a.read(1), c.read(1))  # a cached embedding gives the same masks
+
+    # Other bands, other raster content, other model, other precision: the encoder must run again.
+    assert run(raster, boxes, tmp_path / "d", bands=[4, 2, 1], **sam)[0].timings.get("cached_windows", 0) == 0
+    with rasterio.open(raster, "r+") as ds:
+        ds.write(ds.read(1) // 2 + 1, 1)
+    assert run(raster, boxes, tmp_path / "e", **sam)[0].timings.get("cached_windows", 0) == 0
+    from segment_anything.build_sam import _build_sam
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    torch.save(_build_sam(**TINY_SAM).state_dict(), other)
+    assert run(raster, boxes, tmp_path / "f", **dict(sam, checkpoint=str(other)))[0].timings.get("cached_windows", 0) == 0
+    assert run(raster, boxes, tmp_path / "g", **dict(sam, precision="bf16"))[0].timings.get("cached_windows", 0) == 0
+    assert run(raster, boxes, tmp_path / "h", **dict(sam, embedding_cache=False))[0].timings.get("cached_windows", 0) == 0
+
+
+def test_cache_respects_its_size_limit(tmp_path):
+    cache = EmbeddingCache(str(tmp_path), limit_mb=1.5)
+    arrays = [np.full((256, 1024), i, np.float32) for i in range(3)]  # 1 MiB each
+    keys = [cache.key(a.astype(np.uint8), "model") for a in arrays]
+    for key, a in zip(keys, arrays):
+        cache.put(key, a)
+    assert cache.get(keys[0]) is None and np.array_equal(cache.get(keys[2]), arrays[2])
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.npy")) <= 1.5 * 1024 * 1024
+
+
+class OutOfMemoryAbove(SamBackend):
+    """The real tiny SAM, but decoding more than ``limit`` boxes at once fails as a full GPU would."""
+
+    limit = 2
+
+    def decode(self, boxes):
+        if len(boxes) > self.limit:
+            self.refused = getattr(self, "refused", 0) + 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().decode(boxes)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_result(scene, tmp_path, tiny_sam_checkpoint):
+    raster, boxes, objects = scene
+    options = dict(checkpoint=tiny_sam_checkpoint, device="cpu", precision="fp32", embedding_cache=False)
+    backend = OutOfMemoryAbove(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    summary, out = run(raster, boxes, tmp_path / "oom", backend=backend, batch_size=8, **options)
+    assert backend.refused >= 2 and summary.boxes == len(objects)
+    reference_summary, reference = run(raster, boxes, tmp_path / "ref", batch_size=1, **options)
+    with rasterio.open(out.instances) as a, rasterio.open(reference.instances) as b:
+        agreement = (a.read(1) == b.read(1)).mean()
+    assert agreement > 0.999
+    assert [f["status"] for f in read_features(out.polygons)] == [f["status"] for f in read_features(reference.polygons)]
+    with pytest.raises(RuntimeError, match="not memory"):  # other errors are not swallowed
+        class Broken(SamBackend):
+            def decode(self, boxes):
+                raise RuntimeError("not memory related")
+
+        run(raster, boxes, tmp_path / "broken", backend=Broken(tiny_sam_checkpoint, device="cpu"), **options)
+
+
+def test_streamed_instance_raster_equals_painting_all_masks_in_memory(tmp_path):
+    """Many small windows, masks written to disk as they come, equal one in-memory painting of the same
+    masks with the documented rule (smaller mask on top, equal areas: later box)."""
+    image, objects = synthetic_scene(512, seed=11)
+    raster = write_raster(tmp_path / "scene.tif", image, T)
+    extra = [(o[2][0] - 10, o[2][1] - 10, o[2][2] + 25, o[2][3] + 25) for o in objects[:4]]  # overlapping boxes
+    rects = [o[2] for o in objects] + extra
+    boxes = write_boxes(tmp_path / "boxes.gpkg", [pixel_box(T, *r) for r in rects],
+                        properties=[{"n": i} for i in range(len(rects))])
+    outputs = OutputPaths(str(tmp_path / "i.tif"), None, str(tmp_path / "m.gpkg"))
+    job = SegmentJob(raster, read_box_file(boxes), outputs, SegmentOptions(backend="grabcut", window_size=192))
+    job.prepare()
+    summary = job.run()
+    assert summary.windows > 4
+    expected = np.zeros((512, 512), np.uint32)
+    owner_area = np.zeros((512, 512), np.int64)
+    for f in sorted(read_features(outputs.polygons), key=lambda f: f["instance_id"]):
+        if f["geometry"] is None:
+            continue
+        mask = features.rasterize([(f["geometry"], 1)], out_shape=(512, 512), transform=T).astype(bool)
+        take = mask & ((expected == 0) | (f["area_px"] <= owner_area))
+        expected[take] = f["instance_id"]
+        owner_area[take] = f["area_px"]
+    with rasterio.open(outputs.instances) as ds:
+        assert np.array_equal(ds.read(1), expected)
