@@ -117,6 +117,7 @@ class SegmentJob:
         self.raster: Optional[RasterInput] = None
         self.boxes: List[PixelBox] = []
         self.catalog: Optional[ClassCatalog] = None
+        self._prepared = False
 
     # -- checks -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -150,6 +151,8 @@ class SegmentJob:
         ids = self._instance_ids(features)
         self.boxes = [project_box(f, projector, instance_id, *self.catalog.lookup(value))
                       for f, instance_id, value in zip(features, ids, class_values)]
+        for feature in features:
+            feature.geometry = None  # only the pixel-space polygon is used from here on
         counts = Counter(b.status for b in self.boxes)
         if not counts[STATUS_OK]:
             raise InputError(
@@ -158,6 +161,7 @@ class SegmentJob:
                 "Check that the box layer's CRS is set correctly and that the boxes belong to this raster.")
         if self.backend is None:
             self.backend = make_backend(opts)
+        self._prepared = True
 
     def _instance_ids(self, features) -> List[int]:
         """1-based input order, or the values of the id field (unique integers ≥ 1)."""
@@ -176,7 +180,7 @@ class SegmentJob:
 
     # -- work -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        if self.backend is None:
+        if not self._prepared:
             self.prepare()
         started = time.perf_counter()
         raster, opts, backend = self.raster, self.options, self.backend
