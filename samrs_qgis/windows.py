@@ -48,44 +48,62 @@ def plan_windows(boxes: Sequence[PixelBox], raster_size: Tuple[int, int], window
                  model_size: int = 1024) -> List[WindowPlan]:
     """Windows covering all usable boxes (``status == ok``), in raster row order.
 
-    Greedy: take the top-most unplaced box, put the window's top edge at it, and slide the window
-    horizontally to the position that holds the most unplaced boxes.
+    Boxes larger than a window get one each. The others are placed greedily: take the top-most
+    unplaced box, put the window's top edge at it, and slide the window horizontally either to
+    the position holding the most unplaced boxes or flush with the left-most box it can reach.
+    Neither placement wins on every scene, planning costs milliseconds, so both are run and the
+    plan with fewer windows (fewer encoder passes) is kept.
     """
     width, height = raster_size
     win_w, win_h = min(window_size, width), min(window_size, height)
     usable = [b for b in boxes if b.is_usable]
     extents = np.array([box_pixel_extent(b.bounds) for b in usable], dtype=np.int64).reshape(-1, 4)
-    plans: List[WindowPlan] = []
-
     big = (extents[:, 2] - extents[:, 0] > win_w) | (extents[:, 3] - extents[:, 1] > win_h)
+
+    windows: List[Tuple[PixelWindow, np.ndarray]] = []
     for i in np.flatnonzero(big):
         c0, r0, c1, r1 = extents[i]
         mx, my = math.ceil((c1 - c0) * BIG_BOX_MARGIN), math.ceil((r1 - r0) * BIG_BOX_MARGIN)
         c0, r0, c1, r1 = max(c0 - mx, 0), max(r0 - my, 0), min(c1 + mx, width), min(r1 + my, height)
-        window = PixelWindow(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
-        plans.append(WindowPlan(window, [usable[i]], frame_shape_for(window, model_size)))
+        windows.append((PixelWindow(int(c0), int(r0), int(c1 - c0), int(r1 - r0)), np.array([i])))
 
+    candidates = [_greedy(extents, big, (width, height), (win_w, win_h), most_boxes)
+                  for most_boxes in (True, False)]
+    windows += min(candidates, key=len)
+    plans = [WindowPlan(w, [usable[j] for j in members], frame_shape_for(w, model_size)) for w, members in windows]
+    plans.sort(key=lambda p: (p.window.row, p.window.col))
+    return plans
+
+
+def _greedy(extents: np.ndarray, big: np.ndarray, raster_size: Tuple[int, int], window: Tuple[int, int],
+            most_boxes: bool) -> List[Tuple[PixelWindow, np.ndarray]]:
+    """Windows (and the indices of the boxes they hold) for the boxes that fit in a window."""
+    width, height = raster_size
+    win_w, win_h = window
     todo = np.flatnonzero(~big)
     todo = todo[np.lexsort((extents[todo, 0], extents[todo, 1]))]
-    placed = np.zeros(len(usable), dtype=bool)
+    placed = big.copy()
+    out = []
     for i in todo:
         if placed[i]:
             continue
         c0, r0, c1, r1 = extents[i]
         row = int(min(max(r0, 0), height - win_h))
-        free = np.flatnonzero(~placed & ~big)
+        free = np.flatnonzero(~placed)
         fits_rows = free[(extents[free, 1] >= row) & (extents[free, 3] <= row + win_h)]
         lo, hi = max(c1 - win_w, 0), min(c0, width - win_w)
-        candidates = np.unique(np.clip(np.concatenate([[lo, hi], extents[fits_rows, 0]]), lo, hi))
-        inside = ((extents[fits_rows, 0][None, :] >= candidates[:, None])
-                  & (extents[fits_rows, 2][None, :] <= candidates[:, None] + win_w))
-        col = int(candidates[np.argmax(inside.sum(axis=1))])
+        if most_boxes:
+            starts = np.unique(np.clip(np.concatenate([[lo, hi], extents[fits_rows, 0]]), lo, hi))
+            inside = ((extents[fits_rows, 0][None, :] >= starts[:, None])
+                      & (extents[fits_rows, 2][None, :] <= starts[:, None] + win_w))
+            col = int(starts[np.argmax(inside.sum(axis=1))])
+        else:
+            reachable = fits_rows[extents[fits_rows, 0] >= lo]
+            col = int(min(max(extents[reachable, 0].min(), lo), hi))
         members = fits_rows[(extents[fits_rows, 0] >= col) & (extents[fits_rows, 2] <= col + win_w)]
         placed[members] = True
-        window = PixelWindow(col, row, win_w, win_h)
-        plans.append(WindowPlan(window, [usable[j] for j in members], frame_shape_for(window, model_size)))
-    plans.sort(key=lambda p: (p.window.row, p.window.col))
-    return plans
+        out.append((PixelWindow(col, row, win_w, win_h), members))
+    return out
 
 
 def window_lower_bound(boxes: Sequence[PixelBox], raster_size: Tuple[int, int], window_size: int = 1024) -> int:

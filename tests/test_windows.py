@@ -64,3 +64,15 @@ def test_plan_is_never_below_the_lower_bound_and_close_to_it_on_clusters():
     plans = plan_windows(boxes, (8192, 8192), 1024)
     bound = window_lower_bound(boxes, (8192, 8192), 1024)
     assert 1 <= bound <= len(plans) <= 1.5 * bound
+
+
+def test_two_clusters_one_window_apart_take_two_windows():
+    # The "most boxes" placement alone straddles the clusters and needs a third window.
+    rng = np.random.default_rng(0)
+    bounds = []
+    for cx, cy in ((300, 500), (1500, 500)):
+        for _ in range(20):
+            x, y = cx + rng.uniform(-200, 200), cy + rng.uniform(-200, 200)
+            bounds.append((x, y, x + 40, y + 40))
+    plans = plan_windows(make_boxes(bounds), (2048, 1024), 1024)
+    assert len(plans) == 2
