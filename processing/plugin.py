@@ -3,8 +3,6 @@ entry that opens the main algorithm. ``iface`` is not touched while loading, so 
 load the plugin headless."""
 from __future__ import annotations
 
-import os
-
 from qgis.core import QgsApplication
 
 from .provider import SamrsProvider, icon_path

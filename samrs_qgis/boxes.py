@@ -7,8 +7,8 @@ enclosing horizontal box (SAMRS's "RH-box"). Boxes that cannot be used are kept 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 from shapely import wkb
@@ -25,8 +25,6 @@ STATUS_INVALID = "invalid"  # no geometry, not a polygon, zero area, or not tran
 DENSIFY_STEPS = 16  # points inserted per box edge before reprojection
 SNAP = 1e-6  # pixel coordinates within this of an integer are that integer (float noise of the transform)
 
-# Field types the outputs understand, as fiona names them.
-FIELD_TYPES = ("int", "float", "str", "bool", "date", "datetime", "time")
 
 
 @dataclass

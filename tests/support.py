@@ -7,7 +7,7 @@ import fiona
 import numpy as np
 import rasterio
 from affine import Affine
-from shapely.geometry import Polygon, box, mapping, shape
+from shapely.geometry import Polygon, mapping, shape
 
 UTM = "EPSG:32617"
 

@@ -3,7 +3,6 @@ import configparser
 import os
 import subprocess
 import zipfile
-from pathlib import Path
 
 from conftest import REPO
 

@@ -6,7 +6,7 @@ native pixels happens per box, over the box's neighbourhood only (see :mod:`samr
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

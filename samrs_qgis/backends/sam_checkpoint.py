@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 from ..errors import BackendUnavailableError, InputError
 
@@ -55,7 +55,7 @@ def import_torch():
     return torch, segment_anything
 
 
-def encoder_config_from_state(state: Dict[str, "torch.Tensor"]) -> EncoderConfig:
+def encoder_config_from_state(state: Dict[str, Any]) -> EncoderConfig:
     """Infer the image encoder's configuration from a SAM state dict.
 
     embed_dim from the patch embedding; depth from the block count; head size from the relative
