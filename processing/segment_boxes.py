@@ -24,6 +24,7 @@ from .qgis_adapters import FeedbackProgress, box_source_from_qgis
 
 BACKEND_LABELS = ["SAM (needs a checkpoint)", "GrabCut (no weights; not SAM)"]
 DEVICES = ["auto", "cpu", "cuda"]
+COMPILE_CHOICES = ("auto", "on", "off")
 STATUSES = ("ok", "empty", "outside", "invalid")
 
 HELP = """<p>Runs Segment Anything (SAM) once per detection box and writes, on the raster's own grid:</p>
@@ -62,6 +63,7 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     PRECISION = "PRECISION"
     EMBEDDING_CACHE = "EMBEDDING_CACHE"
+    COMPILE_DECODER = "COMPILE_DECODER"
     WINDOW_SIZE = "WINDOW_SIZE"
     OUTPUT_INSTANCES = "OUTPUT_INSTANCES"
     OUTPUT_SEMANTIC = "OUTPUT_SEMANTIC"
@@ -122,6 +124,8 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
                                        list(PRECISIONS), defaultValue=0),
             QgsProcessingParameterNumber(self.BATCH_SIZE, "Boxes decoded per batch (0: suited to the device)",
                                          minValue=0, defaultValue=0),
+            QgsProcessingParameterEnum(self.COMPILE_DECODER, "Compile the mask decoder (auto: CPU runs of "
+                                       "2000+ boxes)", list(COMPILE_CHOICES), defaultValue=0),
             QgsProcessingParameterBoolean(self.EMBEDDING_CACHE, "Cache window embeddings on disk for later runs",
                                           defaultValue=defaults.embedding_cache),
             QgsProcessingParameterNumber(self.WINDOW_SIZE, "Window size (pixels)", minValue=64,
@@ -178,6 +182,7 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
             embedding_cache=self.parameterAsBoolean(parameters, self.EMBEDDING_CACHE, context),
+            compile_decoder=COMPILE_CHOICES[self.parameterAsEnum(parameters, self.COMPILE_DECODER, context)],
             window_size=self.parameterAsInt(parameters, self.WINDOW_SIZE, context),
             bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
             stretch=STRETCH_MODES[self.parameterAsEnum(parameters, self.STRETCH, context)],

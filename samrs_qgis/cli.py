@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="boxes decoded together (default: suited to the device, CPU 4, CUDA 64)")
     model.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                        help="auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32")
+    model.add_argument("--compile-decoder", choices=("auto", "on", "off"), default=defaults.compile_decoder,
+                       help="torch.compile the mask decoder (about 2x faster per box on a CPU, 10-35 s to "
+                            "compile); auto: on for CPU runs of 2000+ boxes")
     model.add_argument("--no-cache", action="store_true", help="do not cache window embeddings on disk")
     model.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/samrs/embeddings)")
     model.add_argument("--cache-limit-mb", type=float, default=defaults.cache_limit_mb,
@@ -131,7 +134,7 @@ def _segment(args) -> int:
     options = SegmentOptions(
         backend=backend, checkpoint=args.checkpoint, model_type=args.model_type, device=args.device,
         multimask=args.multimask, clip_to_box=args.clip_to_box, batch_size=args.batch_size,
-        precision=args.precision, embedding_cache=not args.no_cache, cache_dir=args.cache_dir,
+        precision=args.precision, compile_decoder=args.compile_decoder, embedding_cache=not args.no_cache, cache_dir=args.cache_dir,
         cache_limit_mb=args.cache_limit_mb,
         window_size=args.window_size, bands=args.bands, stretch=args.stretch, class_field=args.class_field,
         id_field=args.id_field, class_names=[c.strip() for c in args.classes.split(",")] if args.classes else None,

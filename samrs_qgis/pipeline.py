@@ -47,6 +47,7 @@ class SegmentOptions:
     clip_to_box: bool = False  # keep only mask pixels whose centre lies inside the (rotated) box
     batch_size: Optional[int] = None  # boxes per decoder call; None: what suits the device (CPU 4, CUDA 64)
     precision: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32
+    compile_decoder: str = "auto"  # on / off / auto: on for CPU runs of many boxes (see backends.sam)
     embedding_cache: bool = True  # keep window embeddings on disk for later runs
     cache_dir: Optional[str] = None  # default ~/.cache/samrs/embeddings
     cache_limit_mb: float = 2048
@@ -218,6 +219,7 @@ class SegmentJob:
                                    layer_name="masks")
         timings = Counter()
         self.batch_size = opts.batch_size or backend.preferred_batch
+        self._maybe_compile_decoder()
         self.cache = None
         if opts.embedding_cache and backend.identity():
             self.cache = EmbeddingCache(opts.cache_dir, opts.cache_limit_mb)
@@ -267,6 +269,19 @@ class SegmentJob:
                     writer.close()
                 canvas.close()
         return dict(timings)
+
+    def _maybe_compile_decoder(self) -> None:
+        choice = self.options.compile_decoder
+        if choice not in ("auto", "on", "off"):
+            raise InputError(f"Unknown compile_decoder '{choice}'. Choose auto, on or off.")
+        if not hasattr(self.backend, "compile_decoder") or choice == "off":
+            return
+        from .backends.sam import COMPILE_MIN_BOXES
+
+        usable = sum(b.is_usable for b in self.boxes)
+        if choice == "on" or (getattr(self.backend, "device", "") == "cpu" and usable >= COMPILE_MIN_BOXES):
+            self.progress.info(f"Compiling the mask decoder for {usable} boxes (once per run).")
+            self.backend.compile_decoder()
 
     def _read_ahead(self, plans: List[WindowPlan], timings: Counter):
         """Yield ``(plan, frame, valid)`` per window while the next window is read in a background thread,

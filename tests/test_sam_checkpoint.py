@@ -106,3 +106,18 @@ def test_multimask_keeps_the_candidate_with_the_best_predicted_iou(tiny_sam_chec
         assert out.score == pytest.approx(float(iou[i].max()))
         assert np.array_equal(out.grid, low_res[i, k].numpy())
     assert [o.grid.shape for o in single.decode(boxes)] == [(256, 256)] * 2
+
+
+def test_compiled_decoder_gives_the_same_masks_as_the_eager_one(tiny_sam_checkpoint):
+    frame = np.random.default_rng(4).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    boxes = np.array([[100, 100, 300, 260], [600, 650, 700, 800], [10, 900, 200, 1010]], dtype=float)
+    eager = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    compiled = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    compiled.compile_decoder()
+    eager.encode(frame)
+    compiled.encode(frame)
+    a, b = eager.decode(boxes), compiled.decode(boxes)  # 3 boxes: padded to the compiled batch of 4
+    assert compiled.compiled and len(b) == 3
+    for x, y in zip(a, b):
+        assert ((x.grid > 0) == (y.grid > 0)).mean() > 0.999
+        assert y.score == pytest.approx(x.score, abs=1e-3)
