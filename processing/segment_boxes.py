@@ -17,6 +17,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..samrs_qgis.backends.sam_checkpoint import MODEL_TYPES
 from ..samrs_qgis.backends.sam import PRECISIONS
+from ..samrs_qgis.classes import parse_class_list
 from ..samrs_qgis.errors import Cancelled, SamrsError
 from ..samrs_qgis.pipeline import BACKENDS, OutputPaths, SegmentJob, SegmentOptions
 from ..samrs_qgis.stretch import STRETCH_MODES
@@ -188,7 +189,7 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
             stretch=STRETCH_MODES[self.parameterAsEnum(parameters, self.STRETCH, context)],
             class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
             id_field=self.parameterAsString(parameters, self.ID_FIELD, context) or None,
-            class_names=[c.strip() for c in classes.split(",") if c.strip()] or None,
+            class_names=parse_class_list(classes),
             background=self.parameterAsInt(parameters, self.BACKGROUND, context),
         )
         outputs = OutputPaths(

@@ -17,6 +17,12 @@ DEFAULT_CLASS = "object"
 UNLABELLED = "unlabelled"  # the class of a box whose class field is empty
 
 
+def parse_class_list(text: Optional[str]) -> Optional[List[str]]:
+    """``"plane, ship,,harbor"`` -> ``["plane", "ship", "harbor"]``; None for no list."""
+    names = [c.strip() for c in (text or "").split(",") if c.strip()]
+    return names or None
+
+
 def _name(value: Any) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         return UNLABELLED

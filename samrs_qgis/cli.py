@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _segment(args) -> int:
     from .boxes import read_box_file
+    from .classes import parse_class_list
     from .pipeline import OutputPaths, SegmentOptions, segment_boxes
 
     outputs = default_output_paths(args.raster, args.out_dir) if args.out_dir else OutputPaths()
@@ -137,7 +138,7 @@ def _segment(args) -> int:
         precision=args.precision, compile_decoder=args.compile_decoder, embedding_cache=not args.no_cache, cache_dir=args.cache_dir,
         cache_limit_mb=args.cache_limit_mb,
         window_size=args.window_size, bands=args.bands, stretch=args.stretch, class_field=args.class_field,
-        id_field=args.id_field, class_names=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        id_field=args.id_field, class_names=parse_class_list(args.classes),
         background=args.background)
     progress = BarProgress(quiet=args.quiet)
     try:
