@@ -294,12 +294,13 @@ def predict_torch_per_box(torch, predictor, fboxes, batch=SAMRS_BATCH):
     return (time.perf_counter() - t0) / len(boxes_t)
 
 
-def smooth_logits(box, shape, cell):
+def smooth_logits(box, logits):
     """A compact mask's logits for a frame-space box: +10 at the centre of its inscribed ellipse, 0 on it,
-    negative outside (what a trained SAM gives for an object, one blob), on the backend's logit grid."""
+    negative outside (what a trained SAM gives for an object, one blob), on the grid of ``logits``."""
     x0, y0, x1, y1 = box
-    xs = ((np.arange(shape[1]) + 0.5) * cell - (x0 + x1) / 2) / max((x1 - x0) / 2, 1.0)
-    ys = ((np.arange(shape[0]) + 0.5) * cell - (y0 + y1) / 2) / max((y1 - y0) / 2, 1.0)
+    rows, cols = logits.grid.shape
+    xs = (logits.origin_x + (np.arange(cols) + 0.5) * logits.cell - (x0 + x1) / 2) / max((x1 - x0) / 2, 1.0)
+    ys = (logits.origin_y + (np.arange(rows) + 0.5) * logits.cell - (y0 + y1) / 2) / max((y1 - y0) / 2, 1.0)
     return np.clip(10.0 * (1.0 - ys[:, None] ** 2 - xs[None, :] ** 2), -20.0, 20.0).astype(np.float32)
 
 
@@ -319,10 +320,10 @@ def smooth_mask_backend(inner):
         def encode(self, frame):
             pass
 
-        def decode(self, boxes):
-            logits = inner.decode(boxes)
+        def decode(self, boxes, regions=None):
+            logits = inner.decode(boxes, regions)
             for box, lg in zip(boxes, logits):
-                lg.grid = smooth_logits(box, lg.grid.shape, lg.cell)
+                lg.grid = smooth_logits(box, lg)
             return logits
 
         def describe(self):

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -322,7 +322,8 @@ class SegmentJob:
     def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> list:
         """Decode a batch; when the device runs out of memory, halve the batch (for the rest of the run too)."""
         try:
-            return self.backend.decode(self._frame_boxes(plan, batch))
+            return self.backend.decode(self._frame_boxes(plan, [b.bounds for b in batch]),
+                                       self._frame_boxes(plan, [self._region(plan, b) for b in batch]))
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
             if len(batch) == 1 or not self.backend.is_out_of_memory(exc):
                 raise
@@ -332,10 +333,16 @@ class SegmentJob:
         return self._decode(plan, batch[:half]) + self._decode(plan, batch[half:])
 
     @staticmethod
-    def _frame_boxes(plan: WindowPlan, batch: List[PixelBox]) -> np.ndarray:
-        """Pixel-space box bounds -> frame-space (n, 4) pixel-corner coordinates of this window's frame."""
+    def _region(plan: WindowPlan, box: PixelBox) -> Tuple[int, int, int, int]:
+        """Pixel-space (x0, y0, x1, y1) area over which the box's mask is sampled: its neighbourhood."""
+        c0, r0, c1, r1 = neighbourhood(box.bounds, plan.window)
+        return plan.window.col + c0, plan.window.row + r0, plan.window.col + c1, plan.window.row + r1
+
+    @staticmethod
+    def _frame_boxes(plan: WindowPlan, rectangles) -> np.ndarray:
+        """Pixel-space (x0, y0, x1, y1) rectangles -> frame-space (n, 4) pixel-corner coordinates of this window's frame."""
         sx, sy = plan.scale
-        bounds = np.array([b.bounds for b in batch], dtype=np.float64)
+        bounds = np.array(rectangles, dtype=np.float64).reshape(-1, 4)
         bounds[:, [0, 2]] = (bounds[:, [0, 2]] - plan.window.col) * sx
         bounds[:, [1, 3]] = (bounds[:, [1, 3]] - plan.window.row) * sy
         return bounds

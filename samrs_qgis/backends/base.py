@@ -37,8 +37,12 @@ class Backend:
         """Take the frame, uint8 (rows, cols, 3) RGB, whose longest side is ``input_size``."""
         raise NotImplementedError
 
-    def decode(self, boxes: np.ndarray) -> List[BoxLogits]:
-        """Boxes (n, 4) float frame coordinates -> one :class:`BoxLogits` per box."""
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
+        """Boxes (n, 4) float frame coordinates -> one :class:`BoxLogits` per box.
+
+        ``regions`` (n, 4) frame-space (x0, y0, x1, y1): where each box's logits will be sampled; a
+        backend may return a grid that covers only that area. None: the whole frame.
+        """
         raise NotImplementedError
 
     def is_out_of_memory(self, error: BaseException) -> bool:

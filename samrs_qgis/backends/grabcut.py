@@ -6,7 +6,7 @@ Its masks are not SAM's; outputs record which backend made them.
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class GrabCutBackend(Backend):
     def encode(self, frame: np.ndarray) -> None:
         self._frame = frame
 
-    def decode(self, boxes: np.ndarray) -> List[BoxLogits]:
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
         return [self._segment_one(b) for b in boxes]
 
     def _segment_one(self, box: np.ndarray) -> BoxLogits:

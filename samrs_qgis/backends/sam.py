@@ -1,18 +1,19 @@
 """SAM as a backend: segment-anything's predictor encodes a window once, its mask decoder takes boxes in batches.
 
-Only the low-resolution logits (256x256 over the 1024x1024 input) leave the backend; upsampling to
-native pixels happens per box, over the box's neighbourhood only (see :mod:`samrs_qgis.logits`).
+Only low-resolution logits (4 frame pixels per value) over each box's region leave the backend
+(:mod:`.sam_decoder`); upsampling to native pixels happens per box (see :mod:`samrs_qgis.logits`).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
 from ..errors import InputError
 from .base import Backend, BoxLogits
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
+from .sam_decoder import LOGIT_CELL, EMBED_CELL, WindowMaskDecoder
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -92,17 +93,20 @@ class SamBackend(Backend):
         self.multimask = multimask
         self.checkpoint = checkpoint
         self.input_size = self.model.image_encoder.img_size
-        self._mask_decoder = self.model.mask_decoder
-        self.compiled = False
+        self.decoder = WindowMaskDecoder(self.model)
+
+    @property
+    def compiled(self) -> bool:
+        return self.decoder.compiled
 
     def compile_decoder(self) -> None:
-        """Run the mask decoder through ``torch.compile`` (same computation, fused kernels).
+        """Run the decoder's transformer through ``torch.compile`` (same computation, fused kernels).
 
         Shapes are kept static (batches are padded to ``preferred_batch``) so it compiles once;
         if compiling fails (e.g. no C++ compiler) the eager decoder is used again.
         """
-        self._mask_decoder = self._torch.compile(self.model.mask_decoder, dynamic=False)
-        self.compiled = True
+        self.decoder.compile()
+
     def _precision(self):
         """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32)."""
         if self.precision == "fp32":
@@ -113,6 +117,7 @@ class SamBackend(Backend):
     def encode(self, frame: np.ndarray) -> None:
         with self._torch.inference_mode(), self._precision():
             self.predictor.set_image(frame, image_format="RGB")
+            self.decoder.set_embedding(self.predictor.features)
 
     @property
     def embedding(self) -> np.ndarray:
@@ -127,6 +132,8 @@ class SamBackend(Backend):
         self.predictor.original_size = tuple(frame_shape)
         self.predictor.input_size = tuple(frame_shape)
         self.predictor.is_image_set = True
+        with torch.inference_mode(), self._precision():
+            self.decoder.set_embedding(self.predictor.features)
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
@@ -135,35 +142,22 @@ class SamBackend(Backend):
         """What decides the embedding besides the image: model weights and precision."""
         return f"{checkpoint_fingerprint(self.checkpoint)}:{self.model_type}:{self.precision}"
 
-    def decode(self, boxes: np.ndarray) -> List[BoxLogits]:
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
         torch = self._torch
         count = len(boxes)
         if self.compiled and count < self.preferred_batch:  # pad to the one compiled shape
             boxes = np.concatenate([boxes, np.repeat(boxes[-1:], self.preferred_batch - count, axis=0)])
         prompts = torch.as_tensor(sam_box_prompt(boxes), device=self.device)
         with torch.inference_mode(), self._precision():
-            sparse, dense = self.model.prompt_encoder(points=None, boxes=prompts, masks=None)
-            arguments = dict(image_embeddings=self.predictor.features,
-                             image_pe=self.model.prompt_encoder.get_dense_pe(),
-                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                             multimask_output=self.multimask)
             try:
-                low_res, iou = self._mask_decoder(**arguments)
+                results = self.decoder.decode(prompts, regions, self.multimask, count)
             except Exception:  # noqa: BLE001 - a failed compilation falls back to the eager decoder
                 if not self.compiled:
                     raise
-                self._mask_decoder, self.compiled = self.model.mask_decoder, False
-                low_res, iou = self._mask_decoder(**arguments)
-        low_res, iou = low_res[:count], iou[:count]
-        boxes = boxes[:count]
-        choice = iou.argmax(dim=1) if self.multimask else torch.zeros(len(boxes), dtype=torch.long,
-                                                                       device=iou.device)
-        rows = torch.arange(len(boxes), device=iou.device)
-        grids = low_res[rows, choice].float().cpu().numpy()
-        scores = iou[rows, choice].float().cpu().numpy()
-        cell = self.input_size / grids.shape[-1]
-        return [BoxLogits(grid=g, origin_x=0.0, origin_y=0.0, cell=cell, score=float(s))
-                for g, s in zip(grids, scores)]
+                self.decoder.uncompile()
+                results = self.decoder.decode(prompts, regions, self.multimask, count)
+        return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL, cell=LOGIT_CELL,
+                          score=score) for grid, row, col, score in results]
 
     def describe(self) -> str:
         compiled = ", compiled decoder" if self.compiled else ""

@@ -1,0 +1,185 @@
+"""SAM's mask decoder arranged for many boxes on one window: the same arithmetic, less of it.
+
+segment-anything's ``MaskDecoder`` repeats the window's image embedding for every box and then
+upsamples every mask over the whole 1024x1024 input. Two properties of its architecture let us
+skip work without changing any value it computes:
+
+- In the first two-way transformer layer the image side's projections (the keys and values the box
+  tokens attend to, and the queries of the image-to-token attention) depend on the image alone.
+  They are computed once per window and broadcast over the boxes.
+- The output upscaling (two 2x2 stride-2 transposed convolutions with a per-pixel channel layer norm
+  and GELU) and the hypernetwork product are pixel-local: a cell of the 256x256 logit grid depends
+  only on the one 64x64 embedding cell it lies in. So each box's logits are computed over the
+  cells its mask may occupy (its region), not over the whole window.
+
+Grids: the image embedding is 64x64 cells of 16 frame pixels, the logits 256x256 cells of 4.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+EMBED_CELL = 16  # frame pixels per image-embedding cell (1024 / 64)
+LOGIT_CELL = 4  # frame pixels per low-resolution logit cell (1024 / 256)
+
+
+@dataclass
+class WindowTensors:
+    """Per-window, box-independent tensors; ``n`` = 64*64 image positions, ``c`` = 256 channels."""
+
+    keys: object  # (1, n, c) image embedding plus the "no mask" dense prompt
+    key_pe: object  # (1, n, c) positional encoding of the image positions
+    first_keys: object  # (1, heads, n, c/2/heads) layer 0 token-to-image keys
+    first_values: object  # (1, heads, n, c/2/heads) layer 0 token-to-image values
+    first_queries: object  # (1, heads, n, c/2/heads) layer 0 image-to-token queries
+    grid_shape: Tuple[int, int]  # (rows, cols) of the image embedding
+
+
+def _attend(attention, q, k, v):
+    """segment-anything's ``Attention.forward`` after its q/k/v projections (heads already separated).
+
+    Batch dimensions broadcast, so per-window tensors of batch 1 meet per-box tensors of batch B.
+    """
+    torch = _torch()
+    scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return attention.out_proj(attention._recombine_heads(scores @ v))
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def transformer_for_boxes(transformer, tokens, keys, key_pe, first_keys, first_values, first_queries):
+    """The two-way transformer for a batch of box prompts against one window.
+
+    ``tokens`` (B, t, c): output tokens + sparse prompt embeddings; the window tensors as in
+    :class:`WindowTensors`. Returns (queries (B, t, c), keys (B, n, c)) as ``TwoWayTransformer`` does.
+    A plain function of tensors so that ``torch.compile`` can take it whole.
+    """
+    first = transformer.layers[0]  # skip_first_layer_pe: self-attention without the prompt PE
+    queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
+    to_image = first.cross_attn_token_to_image
+    q = to_image._separate_heads(to_image.q_proj(queries + tokens), to_image.num_heads)
+    queries = first.norm2(queries + _attend(to_image, q, first_keys, first_values))
+    queries = first.norm3(queries + first.mlp(queries))
+    to_token = first.cross_attn_image_to_token
+    k = to_token._separate_heads(to_token.k_proj(queries + tokens), to_token.num_heads)
+    v = to_token._separate_heads(to_token.v_proj(queries), to_token.num_heads)
+    keys = first.norm4(keys + _attend(to_token, first_queries, k, v))
+    for layer in transformer.layers[1:]:
+        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
+    out = transformer.final_attn_token_to_image(q=queries + tokens, k=keys + key_pe, v=keys)
+    return transformer.norm_final_attn(queries + out), keys
+
+
+def region_cells(region: Optional[np.ndarray], grid_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """Embedding cells (r0, c0, r1, c1), end-exclusive, whose logits cover a frame-space region.
+
+    ``region`` = (x0, y0, x1, y1) frame pixels over which logits will be sampled bilinearly at pixel
+    centres (see :mod:`samrs_qgis.logits`); one logit cell of margin on each side covers the two
+    cells each sample reads. None -> the whole grid.
+    """
+    rows, cols = grid_shape
+    if region is None:
+        return 0, 0, rows, cols
+    x0, y0, x1, y1 = (float(v) for v in region)
+    per = EMBED_CELL // LOGIT_CELL
+
+    def span(a, b, size):
+        lo = math.floor(a / LOGIT_CELL - 0.5) - 1
+        hi = math.floor(b / LOGIT_CELL - 0.5) + 2
+        lo = min(max(lo, 0), size * per - 1) // per
+        hi = min(max(hi, 0), size * per - 1) // per + 1
+        return lo, max(hi, lo + 1)
+
+    r0, r1 = span(y0, y1, rows)
+    c0, c1 = span(x0, x1, cols)
+    return r0, c0, r1, c1
+
+
+class WindowMaskDecoder:
+    """SAM's prompt encoder + mask decoder for box prompts, with per-window work done once.
+
+    ``set_embedding`` once per window, then ``decode`` batches of boxes. Autocast and inference
+    mode are the caller's.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.decoder = model.mask_decoder
+        self.window: Optional[WindowTensors] = None
+        self.transformer = self._eager_transformer
+        self.compiled = False
+
+    def _eager_transformer(self, tokens, w: WindowTensors):
+        return transformer_for_boxes(self.decoder.transformer, tokens, w.keys, w.key_pe,
+                                     w.first_keys, w.first_values, w.first_queries)
+
+    def compile(self) -> None:
+        """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
+        compiled = _torch().compile(transformer_for_boxes, dynamic=False)
+        transformer = self.decoder.transformer
+
+        def run(tokens, w: WindowTensors):
+            return compiled(transformer, tokens, w.keys, w.key_pe, w.first_keys, w.first_values, w.first_queries)
+
+        self.transformer, self.compiled = run, True
+
+    def uncompile(self) -> None:
+        self.transformer, self.compiled = self._eager_transformer, False
+
+    def set_embedding(self, features) -> None:
+        """Take a window's image embedding (1, c, 64, 64) and compute its box-independent tensors."""
+        prompt = self.model.prompt_encoder
+        first = self.decoder.transformer.layers[0]
+        to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the dense prompt when no mask is given
+        keys = (features + dense).flatten(2).permute(0, 2, 1)
+        key_pe = prompt.get_dense_pe().flatten(2).permute(0, 2, 1)
+        keyed = keys + key_pe
+        self.window = WindowTensors(
+            keys=keys, key_pe=key_pe,
+            first_keys=to_image._separate_heads(to_image.k_proj(keyed), to_image.num_heads),
+            first_values=to_image._separate_heads(to_image.v_proj(keys), to_image.num_heads),
+            first_queries=to_token._separate_heads(to_token.q_proj(keyed), to_token.num_heads),
+            grid_shape=tuple(features.shape[-2:]))
+
+    def decode(self, prompts, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None
+               ) -> List[Tuple[np.ndarray, int, int, float]]:
+        """Box prompts (B, 4) in SAM's input frame -> per box (logits, row0, col0, score).
+
+        ``logits`` float32 covers embedding cells [row0, ...) x [col0, ...) at 4x their resolution
+        (``LOGIT_CELL`` frame pixels per value); ``regions`` (B, 4) frame-space areas the logits must
+        cover, or None for the whole window. Only the first ``count`` boxes are returned (the rest
+        is padding for a compiled batch shape). ``multimask`` picks the best of SAM's three
+        candidates by predicted IoU, else SAM's single-mask output.
+        """
+        torch = _torch()
+        decoder, w = self.decoder, self.window
+        count = len(prompts) if count is None else count
+        sparse, _ = self.model.prompt_encoder(points=None, boxes=prompts, masks=None)
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
+        hs, keys = self.transformer(tokens, w)
+        hs, keys = hs[:count], keys[:count]
+        iou = decoder.iou_prediction_head(hs[:, 0, :]).float()
+        if multimask:
+            choice = 1 + iou[:, 1:].argmax(dim=1)
+        else:
+            choice = torch.zeros(count, dtype=torch.long, device=iou.device)
+        rows, cols = w.grid_shape
+        src = keys.transpose(1, 2).reshape(count, -1, rows, cols)
+        results = []
+        for i in range(count):
+            token = int(choice[i])
+            r0, c0, r1, c1 = region_cells(None if regions is None else regions[i], w.grid_shape)
+            upscaled = decoder.output_upscaling(src[i:i + 1, :, r0:r1, c0:c1])  # (1, c/8, 4 rows, 4 cols)
+            hyper = decoder.output_hypernetworks_mlps[token](hs[i:i + 1, 1 + token, :])  # (1, c/8)
+            logits = (hyper @ upscaled.flatten(2)).reshape(upscaled.shape[-2:])
+            results.append((logits.float().cpu().numpy(), r0, c0, float(iou[i, token])))
+        return results
