@@ -18,13 +18,13 @@ from .sam_decoder import LOGIT_CELL, EMBED_CELL, WindowMaskDecoder
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# Boxes decoded together. On a CPU the decoder is bound by memory traffic (it repeats the 256x64x64
-# image embedding per box), so small batches that stay in cache are fastest: measured here (vit_b,
-# 2 cores) 0.031 s/box at 4 boxes in bf16 against 0.10 s/box at SAMRS's 20 in fp32. A GPU wants many.
+# Boxes decoded together. On a CPU the decoder is bound by memory traffic (each box carries a
+# 4096x256 copy of the image tokens through the transformer), so small batches that stay in cache are
+# fastest: measured here (vit_b bf16, 2 cores) 17.6 ms/box at 4, 21 at 1, 24 at 8, 28 at 16. A GPU wants many.
 CPU_BATCH = 4
 CUDA_BATCH = 64
-# torch.compile roughly halves the CPU decoder's time per box (measured here, vit_b bf16 batch 4:
-# 44 -> 21 ms) but compiling costs 10-35 s per process: worth it from about this many boxes.
+# torch.compile fuses the decoder's element-wise work (measured here, vit_b bf16 batch 4: 17.6 -> 11.8
+# ms/box) but compiling costs 10-35 s per process: worth it from about this many boxes.
 COMPILE_MIN_BOXES = 2000
 
 
