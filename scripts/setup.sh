@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-geopandas python3-fiona proj-bin
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-geopandas python3-fiona python3-matplotlib proj-bin
   python3-shapely python3-pyproj gdal-bin python3-gdal python3-venv xvfb xauth zip)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -40,7 +40,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 "$venv/bin/python" - <<'PY'
-import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2
+import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2, pycocotools.mask, matplotlib
 print(f"setup: ok (QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
       f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__})")
 PY
