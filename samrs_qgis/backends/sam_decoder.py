@@ -102,6 +102,17 @@ def region_cells(region: Optional[np.ndarray], grid_shape: Tuple[int, int]) -> T
     return r0, c0, r1, c1
 
 
+def bucketed(lo: int, hi: int, size: int) -> Tuple[int, int]:
+    """Widen the cell span [lo, hi) to a power-of-two length (at most ``size``), staying inside [0, size).
+
+    Each distinct crop shape makes oneDNN build and cache a convolution kernel; with free shapes that
+    cache grew the process by ~100 MB over a large raster. Powers of two keep the shapes few.
+    """
+    length = min(1 << max(hi - lo - 1, 0).bit_length(), size)
+    lo = max(min(lo, size - length), 0)
+    return lo, lo + length
+
+
 class WindowMaskDecoder:
     """SAM's prompt encoder + mask decoder for box prompts, with per-window work done once.
 
@@ -178,6 +189,7 @@ class WindowMaskDecoder:
         for i in range(count):
             token = int(choice[i])
             r0, c0, r1, c1 = region_cells(None if regions is None else regions[i], w.grid_shape)
+            (r0, r1), (c0, c1) = bucketed(r0, r1, rows), bucketed(c0, c1, cols)
             upscaled = decoder.output_upscaling(src[i:i + 1, :, r0:r1, c0:c1])  # (1, c/8, 4 rows, 4 cols)
             hyper = decoder.output_hypernetworks_mlps[token](hs[i:i + 1, 1 + token, :])  # (1, c/8)
             logits = (hyper @ upscaled.flatten(2)).reshape(upscaled.shape[-2:])
