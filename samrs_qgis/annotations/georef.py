@@ -1,0 +1,68 @@
+"""Where an image's pixels are on the map: the one place that decides the pixel -> map transform.
+
+A georeferenced image maps pixel (x, y) (pixel-corner convention, x = column, y = row) to map coordinates
+through its geotransform. An image *without* georeferencing is placed where QGIS shows it: QGIS 3.22 draws
+a non-georeferenced W x H image over x 0..W, y -H..0 with no CRS (measured with a 40 x 30 PNG), i.e.
+map = (column, -row). Layers made for such an image use the same convention so they line up on the map.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+from ..errors import InputError
+
+PIXEL_SPACE = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # map = (column, -row), as QGIS shows an ungeoreferenced image
+
+
+def pixel_to_map_transform(dataset: Optional[rasterio.io.DatasetReader] = None) -> Affine:
+    """The affine transform taking pixel coordinates (x = column, y = row, pixel corners) of ``dataset`` to
+    map coordinates: its geotransform when it is georeferenced, else :data:`PIXEL_SPACE` (as QGIS shows
+    the image; also used when there is no image at all).
+
+    An image counts as not georeferenced when GDAL gives it no geotransform and no CRS (rasterio then
+    reports the identity transform). An image placed only by ground control points is an InputError:
+    its pixels have no affine place on the map until it is warped.
+    """
+    if dataset is None:
+        return PIXEL_SPACE
+    with warnings.catch_warnings():  # asking an ungeoreferenced dataset for its transform warns; that is expected
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        transform, crs, gcps = dataset.transform, dataset.crs, dataset.gcps[0]
+    if transform.is_identity and not crs:
+        if gcps:
+            raise InputError(f"Image '{dataset.name}' is georeferenced only by ground control points. "
+                             "Warp it to a geotransform first, e.g. `gdalwarp in.tif out.tif`.")
+        return PIXEL_SPACE
+    return transform
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """An image's size (pixels), its pixel -> map transform and CRS (WKT, '' for none)."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs_wkt: str
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.transform != PIXEL_SPACE or bool(self.crs_wkt)
+
+
+def image_frame(path: str) -> ImageFrame:
+    """Open an image with GDAL (rasterio) and read its frame; InputError when GDAL cannot read it."""
+    with warnings.catch_warnings():  # a plain PNG/JPEG is fine here: it gets the pixel-space convention
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as ds:
+                return ImageFrame(ds.width, ds.height, pixel_to_map_transform(ds), ds.crs.to_wkt() if ds.crs else "")
+        except RasterioIOError as exc:
+            raise InputError(f"Image '{path}' cannot be opened by GDAL ({exc}). Give the image the annotations "
+                             "belong to (GeoTIFF, PNG, JPEG, …), or none for a layer in pixel space.") from exc
