@@ -341,8 +341,8 @@ def smooth_mask_backend(inner):
         def encode(self, frame):
             pass
 
-        def decode(self, boxes, regions=None):
-            logits = inner.decode(boxes, regions)
+        def decode(self, boxes, regions=None, prompts=None):
+            logits = inner.decode(boxes, regions, prompts)
             for box, lg in zip(boxes, logits):
                 lg.grid = smooth_logits(box, lg)
             return logits

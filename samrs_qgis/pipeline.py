@@ -24,7 +24,9 @@ from .embedding_cache import EmbeddingCache
 from .errors import InputError
 from .logits import sample_region
 from .masks import MASK_THRESHOLD, MaskCrop, neighbourhood, polygon_mask, polygonize
+from .postprocess import PostProcessing, clean_mask
 from .progress import Progress
+from .prompts import build_prompts, check_prompt_mode
 from .raster_input import RasterInput
 from .raster_output import InstanceCanvas, write_rasters
 from .transaction import OutputTransaction
@@ -44,7 +46,11 @@ class SegmentOptions:
     model_type: str = "auto"
     device: str = "auto"
     multimask: bool = False  # True: best of three candidate masks by predicted IoU
+    prompt: str = "box"  # see samrs_qgis.prompts: box, rbox-mask, point, box+point
     clip_to_box: bool = False  # keep only mask pixels whose centre lies inside the (rotated) box
+    fill_holes: bool = False
+    min_island_px: int = 0  # drop mask components with fewer pixels (native raster pixels)
+    keep_largest: bool = False  # keep only the largest mask component
     batch_size: Optional[int] = None  # boxes per decoder call; None: what suits the device (CPU 4, CUDA 64)
     precision: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32
     compile_decoder: str = "auto"  # on / off / auto: on for CPU runs of many boxes (see backends.sam)
@@ -136,6 +142,9 @@ class SegmentJob:
             raise InputError("Batch size must be ≥ 1 and window size ≥ 64 pixels.")
         if not 0 <= opts.background <= 65535:
             raise InputError(f"Background value {opts.background} must be between 0 and 65535.")
+        check_prompt_mode(opts.prompt)
+        if opts.min_island_px < 0:
+            raise InputError(f"The minimum island area {opts.min_island_px} px must be 0 (off) or more.")
         self.raster = RasterInput(self.raster_path, opts.bands, opts.stretch)
         check_layer(self.source, opts.class_field, opts.id_field)
         projector = PixelProjector(self.source.crs_wkt, self.raster.crs, self.raster.transform,
@@ -162,6 +171,9 @@ class SegmentJob:
                 "Check that the box layer's CRS is set correctly and that the boxes belong to this raster.")
         if self.backend is None:
             self.backend = make_backend(opts)
+        if opts.prompt not in self.backend.prompt_modes:
+            raise InputError(f"The {self.backend.name} backend takes the prompt modes {', '.join(self.backend.prompt_modes)}, "
+                             f"not '{opts.prompt}'. Choose one of those or another backend.")
         self._prepared = True
 
     def _instance_ids(self, features) -> List[int]:
@@ -322,8 +334,12 @@ class SegmentJob:
     def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> list:
         """Decode a batch; when the device runs out of memory, halve the batch (for the rest of the run too)."""
         try:
-            return self.backend.decode(self._frame_boxes(plan, [b.bounds for b in batch]),
-                                       self._frame_boxes(plan, [self._region(plan, b) for b in batch]))
+            boxes = self._frame_boxes(plan, [b.bounds for b in batch])
+            regions = self._frame_boxes(plan, [self._region(plan, b) for b in batch])
+            prompts = None
+            if self.options.prompt != "box":
+                prompts = build_prompts(self.options.prompt, boxes, [self._frame_ring(plan, b) for b in batch])
+            return self.backend.decode(boxes, regions, prompts)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
             if len(batch) == 1 or not self.backend.is_out_of_memory(exc):
                 raise
@@ -337,6 +353,12 @@ class SegmentJob:
         """Pixel-space (x0, y0, x1, y1) area over which the box's mask is sampled: its neighbourhood."""
         c0, r0, c1, r1 = neighbourhood(box.bounds, plan.window)
         return plan.window.col + c0, plan.window.row + r0, plan.window.col + c1, plan.window.row + r1
+
+    @staticmethod
+    def _frame_ring(plan: WindowPlan, box: PixelBox) -> np.ndarray:
+        """The box polygon's exterior ring in frame pixels, (k, 2)."""
+        ring = np.asarray(box.polygon.exterior.coords, dtype=np.float64)
+        return (ring - [plan.window.col, plan.window.row]) * plan.scale
 
     @staticmethod
     def _frame_boxes(plan: WindowPlan, rectangles) -> np.ndarray:
@@ -356,7 +378,13 @@ class SegmentJob:
         col, row = plan.window.col + c0, plan.window.row + r0
         if self.options.clip_to_box:
             mask &= polygon_mask(box.polygon, col, row, mask.shape)
+        mask = clean_mask(mask, self.post_processing)
         return MaskCrop(col=col, row=row, mask=mask)
+
+    @property
+    def post_processing(self) -> PostProcessing:
+        opts = self.options
+        return PostProcessing(opts.fill_holes, opts.min_island_px, opts.keep_largest)
 
     @staticmethod
     def _result_fields(box: PixelBox, score: Optional[float], area: int) -> Dict:

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..prompts import Prompts
+
 
 @dataclass
 class BoxLogits:
@@ -32,16 +34,19 @@ class Backend:
     name = "backend"
     input_size = 1024  # longest side of the frame the backend wants, in pixels
     preferred_batch = 4  # boxes per decode call when the user sets none
+    prompt_modes = ("box",)  # the prompt modes (see :mod:`samrs_qgis.prompts`) this backend understands
 
     def encode(self, frame: np.ndarray) -> None:
         """Take the frame, uint8 (rows, cols, 3) RGB, whose longest side is ``input_size``."""
         raise NotImplementedError
 
-    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
+               prompts: Optional[Prompts] = None) -> List[BoxLogits]:
         """Boxes (n, 4) float frame coordinates -> one :class:`BoxLogits` per box.
 
         ``regions`` (n, 4) frame-space (x0, y0, x1, y1): where each box's logits will be sampled; a
         backend may return a grid that covers only that area. None: the whole frame.
+        ``prompts``: what to prompt with (a mode of :attr:`prompt_modes`); None: the boxes themselves.
         """
         raise NotImplementedError
 

@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import BackendUnavailableError
+from ..prompts import Prompts
 from .base import Backend, BoxLogits
 
 CONTEXT = 0.5  # background context around the box, as a fraction of its larger side
@@ -52,7 +53,8 @@ class GrabCutBackend(Backend):
     def encode(self, frame: np.ndarray) -> None:
         self._frame = frame
 
-    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
+               prompts: Optional[Prompts] = None) -> List[BoxLogits]:
         return [self._segment_one(b) for b in boxes]
 
     def _segment_one(self, box: np.ndarray) -> BoxLogits:

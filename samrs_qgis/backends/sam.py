@@ -11,9 +11,10 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
-from .sam_decoder import LOGIT_CELL, EMBED_CELL, WindowMaskDecoder
+from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -75,10 +76,44 @@ def sam_box_prompt(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+def sam_point_prompt(points: np.ndarray) -> np.ndarray:
+    """Frame-space points (n, 2), continuous pixel-corner coordinates -> SAM's (n, 1, 2) point coordinates.
+
+    SAM's prompt encoder adds 0.5 to reach a pixel centre, so the point (x, y) is given as (x - 0.5, y - 0.5).
+    """
+    return (points.astype(np.float32) - 0.5).reshape(-1, 1, 2)
+
+
+def sam_mask_prompt(polygons, size: int, cell: float) -> np.ndarray:
+    """Frame-space rings (each (k, 2)) -> dense mask prompts (n, 1, size, size), float32.
+
+    Cell (i, j) of SAM's mask input covers frame pixels [j*cell, (j+1)*cell) x [i*cell, (i+1)*cell); it is
+    +MASK_PROMPT_LOGIT when its centre lies inside the polygon, else -MASK_PROMPT_LOGIT.
+    """
+    from affine import Affine
+    from rasterio import features
+    from shapely.geometry import Polygon, mapping
+
+    out = np.full((len(polygons), 1, size, size), -MASK_PROMPT_LOGIT, dtype=np.float32)
+    for i, ring in enumerate(polygons):
+        inside = features.rasterize([(mapping(Polygon(ring)), 1)], out_shape=(size, size), fill=0, dtype="uint8",
+                                    transform=Affine.scale(cell)).astype(bool)
+        out[i, 0][inside] = MASK_PROMPT_LOGIT
+    return out
+
+
+def _pad(array: Optional[np.ndarray], size: int) -> Optional[np.ndarray]:
+    """Repeat the last row until ``size`` rows (a compiled decoder has one batch shape)."""
+    if array is None or len(array) >= size:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], size - len(array), axis=0)])
+
+
 class SamBackend(Backend):
     """SAM from a checkpoint; ``multimask=True`` keeps the best of three candidates by predicted IoU."""
 
     name = "sam"
+    prompt_modes = PROMPT_MODES
 
     def __init__(self, checkpoint: str, model_type: str = "auto", device: str = "auto",
                  multimask: bool = False, precision: str = "auto"):
@@ -142,20 +177,33 @@ class SamBackend(Backend):
         """What decides the embedding besides the image: model weights and precision."""
         return f"{checkpoint_fingerprint(self.checkpoint)}:{self.model_type}:{self.precision}"
 
-    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None) -> List[BoxLogits]:
+    def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
+               prompts: Optional[Prompts] = None) -> List[BoxLogits]:
         torch = self._torch
+        prompts = prompts or Prompts(boxes=boxes)
         count = len(boxes)
-        if self.compiled and count < self.preferred_batch:  # pad to the one compiled shape
-            boxes = np.concatenate([boxes, np.repeat(boxes[-1:], self.preferred_batch - count, axis=0)])
-        prompts = torch.as_tensor(sam_box_prompt(boxes), device=self.device)
+        size = self.preferred_batch if self.compiled else count  # pad to the one compiled shape
+
+        def tensor(array):
+            return None if array is None else torch.as_tensor(_pad(array, size), device=self.device)
+
+        box_t = tensor(None if prompts.boxes is None else sam_box_prompt(prompts.boxes))
+        points = None
+        if prompts.points is not None:
+            coords = tensor(sam_point_prompt(prompts.points))
+            points = (coords, torch.ones(coords.shape[:2], dtype=torch.int, device=self.device))
+        masks = None
+        if prompts.polygons is not None:
+            grid = self.model.prompt_encoder.mask_input_size[0]
+            masks = tensor(sam_mask_prompt(prompts.polygons, grid, self.input_size / grid))
         with torch.inference_mode(), self._precision():
             try:
-                results = self.decoder.decode(prompts, regions, self.multimask, count)
+                results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
             except Exception:  # noqa: BLE001 - a failed compilation falls back to the eager decoder
                 if not self.compiled:
                     raise
                 self.decoder.uncompile()
-                results = self.decoder.decode(prompts, regions, self.multimask, count)
+                results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
         return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL, cell=LOGIT_CELL,
                           score=score) for grid, row, col, score in results]
 

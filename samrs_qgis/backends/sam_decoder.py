@@ -30,6 +30,8 @@ LOGIT_CELL = 4  # frame pixels per low-resolution logit cell (1024 / 256)
 class WindowTensors:
     """Per-window, box-independent tensors; ``n`` = 64*64 image positions, ``c`` = 256 channels."""
 
+    features: object  # (1, c, rows, cols) the image embedding
+    image_pe: object  # (1, c, rows, cols) positional encoding of the image positions
     keys: object  # (1, n, c) image embedding plus the "no mask" dense prompt
     key_pe: object  # (1, n, c) positional encoding of the image positions
     first_keys: object  # (1, heads, n, c/2/heads) layer 0 token-to-image keys
@@ -150,20 +152,23 @@ class WindowMaskDecoder:
         first = self.decoder.transformer.layers[0]
         to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the dense prompt when no mask is given
+        image_pe = prompt.get_dense_pe()
         keys = (features + dense).flatten(2).permute(0, 2, 1)
-        key_pe = prompt.get_dense_pe().flatten(2).permute(0, 2, 1)
+        key_pe = image_pe.flatten(2).permute(0, 2, 1)
         keyed = keys + key_pe
         self.window = WindowTensors(
-            keys=keys, key_pe=key_pe,
+            features=features, image_pe=image_pe, keys=keys, key_pe=key_pe,
             first_keys=to_image._separate_heads(to_image.k_proj(keyed), to_image.num_heads),
             first_values=to_image._separate_heads(to_image.v_proj(keys), to_image.num_heads),
             first_queries=to_token._separate_heads(to_token.q_proj(keyed), to_token.num_heads),
             grid_shape=tuple(features.shape[-2:]))
 
-    def decode(self, prompts, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None
-               ) -> List[Tuple[np.ndarray, int, int, float]]:
-        """Box prompts (B, 4) in SAM's input frame -> per box (logits, row0, col0, score).
+    def decode(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
+               points=None, masks=None) -> List[Tuple[np.ndarray, int, int, float]]:
+        """Prompts in SAM's input frame -> per box (logits, row0, col0, score).
 
+        ``boxes`` (B, 4) tensor or None, ``points`` a (coords (B, k, 2), labels (B, k)) pair or None,
+        ``masks`` (B, 1, 256, 256) dense mask prompts or None, as segment-anything's prompt encoder takes them.
         ``logits`` float32 covers embedding cells [row0, ...) x [col0, ...) at 4x their resolution
         (``LOGIT_CELL`` frame pixels per value); ``regions`` (B, 4) frame-space areas the logits must
         cover, or None for the whole window. Only the first ``count`` boxes are returned (the rest
@@ -172,11 +177,14 @@ class WindowMaskDecoder:
         """
         torch = _torch()
         decoder, w = self.decoder, self.window
-        count = len(prompts) if count is None else count
-        sparse, _ = self.model.prompt_encoder(points=None, boxes=prompts, masks=None)
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        count = sparse.shape[0] if count is None else count
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
-        hs, keys = self.transformer(tokens, w)
+        if masks is None:
+            hs, keys = self.transformer(tokens, w)
+        else:  # a mask prompt changes the image side per box: nothing to share, segment-anything's own path
+            hs, keys = decoder.transformer(w.features + dense, w.image_pe, tokens)
         hs, keys = hs[:count], keys[:count]
         iou = decoder.iou_prediction_head(hs[:, 0, :]).float()
         if multimask:
