@@ -16,6 +16,7 @@ from shapely.geometry import MultiPolygon, Polygon, box as shapely_box, shape
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError
+from .georef import defined_crs_wkt
 
 STATUS_OK = "ok"
 STATUS_EMPTY = "empty"  # the backend found no object pixels
@@ -130,6 +131,7 @@ class PixelProjector:
         self.inverse = ~raster_transform
         self.width, self.height = raster_size
         self.transformer = None
+        source_crs_wkt = defined_crs_wkt(source_crs_wkt)
         if source_crs_wkt and raster_crs:
             src = CRS.from_wkt(source_crs_wkt)
             dst = CRS.from_wkt(raster_crs.to_wkt())

@@ -25,6 +25,7 @@ from .errors import InputError
 from .logits import sample_region
 from .masks import MASK_THRESHOLD, MaskCrop, neighbourhood, polygon_mask, polygonize
 from .postprocess import PostProcessing, clean_mask
+from .georef import UNDEFINED_CARTESIAN_WKT
 from .progress import Progress
 from .prompts import build_prompts, check_prompt_mode
 from .raster_input import RasterInput
@@ -227,7 +228,7 @@ class SegmentJob:
                                raster.transform)
         writer = None
         if staged.polygons:
-            writer = PolygonWriter(staged.polygons, self.source.fields, raster.crs.to_wkt() if raster.crs else "",
+            writer = PolygonWriter(staged.polygons, self.source.fields, raster.crs.to_wkt() if raster.crs else UNDEFINED_CARTESIAN_WKT,
                                    layer_name="masks")
         timings = Counter()
         self.batch_size = opts.batch_size or backend.preferred_batch
@@ -407,7 +408,7 @@ class SegmentJob:
                                               if k not in ("class_names",)}, default=str),
                 "SAMRS_SOURCE_RASTER": self.raster_path,
                 "SAMRS_OVERLAP_RULE": "smaller mask owns the pixel; equal areas: later box wins"}
-        write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": ds.transform},
+        write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": self.raster.transform},
                       staged.instances, staged.semantic, instance_ids, classes, self.catalog.names,
                       self.options.background, tags)
 

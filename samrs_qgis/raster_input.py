@@ -3,7 +3,8 @@
 Coordinate spaces used throughout the engine:
 
 * **pixel space** of the raster: continuous ``(col, row)`` with the GDAL pixel-corner convention,
-  pixel ``(c, r)`` covers ``[c, c+1) x [r, r+1)``; ``raster.transform`` maps it to map coordinates.
+  pixel ``(c, r)`` covers ``[c, c+1) x [r, r+1)``; ``raster.transform`` maps it to map coordinates
+  (for a raster without georeferencing, to where QGIS shows it: see :mod:`samrs_qgis.georef`).
 * **frame space**: the image handed to the segmentation backend for one window, the window resampled
   by ``(scale_x, scale_y)`` so that its longest side is the model's input size (1024 for SAM).
 """
@@ -18,6 +19,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from .errors import InputError
+from .georef import pixel_to_map_transform
 from .stretch import Stretch, compute_stretch
 
 
@@ -75,9 +77,7 @@ class RasterInput:
                              "Give a GDAL-readable raster file (GeoTIFF, JPEG2000, VRT, …).") from exc
         self.path = path
         ds = self.dataset
-        if ds.transform.is_identity and ds.gcps[0]:
-            raise InputError(f"Raster '{path}' is georeferenced only by ground control points. "
-                             "Warp it to a geotransform first, e.g. `gdalwarp in.tif out.tif`.")
+        self.transform = pixel_to_map_transform(ds)  # refuses GCP-only rasters
         self.bands: Tuple[int, ...] = tuple(int(b) for b in bands) if bands else default_bands(ds)
         bad = [b for b in self.bands if not 1 <= b <= ds.count]
         if bad:
@@ -102,10 +102,6 @@ class RasterInput:
     @property
     def height(self) -> int:
         return self.dataset.height
-
-    @property
-    def transform(self):
-        return self.dataset.transform
 
     @property
     def crs(self):

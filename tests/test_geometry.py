@@ -440,3 +440,33 @@ def test_band_choice_on_four_band_raster(tmp_path):
     job.run()
     instances = read_band(job.outputs.instances)[0]
     assert support.iou(instances == 1, rect_mask(instances.shape, obj)) > 0.85
+
+
+# -- a raster without georeferencing: pixel space as QGIS shows it ------------------------------------------
+def test_ungeoreferenced_png_with_imported_annotations_lines_up_in_pixel_space(tmp_path):
+    """A plain PNG and a DOTA file imported without georeferencing: boxes and outputs use map = (col, -row),
+    no CRS, the same place QGIS shows the PNG; the object's mask comes out where the object is."""
+    from samrs.samrs_qgis.annotations import import_annotations
+
+    image = as_uint8(draw_rects(textured_ground(160, seed=9), [(40, 50, 90, 80)]))
+    png = tmp_path / "scene.png"
+    with rasterio.open(png, "w", driver="PNG", width=160, height=160, count=3, dtype="uint8") as ds:
+        ds.write(image)
+    labels = tmp_path / "scene.txt"
+    labels.write_text("imagesource:test\ngsd:0.5\n36 46 94 46 94 84 36 84 tank 0\n")
+    boxes = tmp_path / "boxes.gpkg"
+    import_annotations([str(labels)], str(boxes), image_path=str(png))
+    with fiona.open(boxes) as layer:
+        (feature,) = list(layer)
+        xs, ys = zip(*feature["geometry"]["coordinates"][0])
+    assert (min(xs), max(xs), min(ys), max(ys)) == (36, 94, -84, -46)
+    out = outputs_in(tmp_path)
+    job = prepared_job(str(png), str(boxes), out, class_field="class_name")
+    job.run()
+    instances, profile = read_band(out.instances)
+    assert profile["crs"] is None and profile["transform"] == Affine(1, 0, 0, 0, -1, 0)
+    truth = rect_mask(instances.shape, (40, 50, 90, 80))
+    assert ((instances > 0) & truth).sum() / ((instances > 0) | truth).sum() > 0.9
+    (polygon,) = support.read_features(out.polygons)
+    x0, y0, x1, y1 = polygon["geometry"].bounds
+    assert abs(x0 - 40) <= 2 and abs(x1 - 90) <= 2 and abs(y0 + 80) <= 2 and abs(y1 + 50) <= 2

@@ -6,7 +6,7 @@ or in QGIS's pixel space for images without one (:func:`pixel_to_map_transform`)
 """
 from .dataset_classes import DATASET_CLASSES, ClassList, dataset_classes
 from .formats import FORMATS, detect_format, find_annotation_file, read_annotation_file
-from .georef import PIXEL_SPACE, ImageFrame, image_frame, pixel_to_map_transform
+from ..georef import PIXEL_SPACE, ImageFrame, image_frame, pixel_to_map_transform
 from .importer import ImportSummary, annotation_files, import_annotations
 from .layer import write_box_layer
 from .model import Annotation, FileAnnotations, Problem

@@ -10,7 +10,7 @@ from ..classes import ClassCatalog
 from ..errors import InputError
 from .dataset_classes import ClassList, dataset_classes
 from .formats import EXTENSIONS, format_name, read_annotation_file
-from .georef import PIXEL_SPACE, image_frame
+from ..georef import PIXEL_SPACE, image_frame
 from .layer import write_box_layer
 from .model import Annotation, Problem
 

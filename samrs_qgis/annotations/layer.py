@@ -21,13 +21,13 @@ import numpy as np
 from affine import Affine
 
 from ..errors import InputError
+from ..georef import UNDEFINED_CARTESIAN_WKT
 from ..transaction import OutputTransaction
 from .model import Annotation
 
 CORE_FIELDS = {"class_name": "str", "class_id": "int", "difficult": "int", "source": "str", "line": "int",
                "object_no": "int"}
 RESERVED = set(CORE_FIELDS) | {"fid", "geom"}
-UNDEFINED_CARTESIAN_WKT = 'LOCAL_CS["Undefined cartesian SRS"]'  # GDAL writes it as GeoPackage srs_id -1
 
 
 def _field_type(values: Iterable[Any]) -> str:

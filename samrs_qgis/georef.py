@@ -15,9 +15,25 @@ import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from ..errors import InputError
+from .errors import InputError
 
 PIXEL_SPACE = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # map = (column, -row), as QGIS shows an ungeoreferenced image
+# "No CRS" as a layer can carry it: GDAL writes this as GeoPackage srs_id -1, which QGIS never reprojects
+# (its default for no CRS, srs_id 0 "Undefined geographic SRS", is taken as degrees and reprojected).
+UNDEFINED_CARTESIAN_WKT = 'LOCAL_CS["Undefined cartesian SRS"]'
+
+
+def defined_crs_wkt(wkt: Optional[str]) -> str:
+    """``wkt`` unchanged, or '' when it is empty or one of GDAL's "Undefined ... SRS" placeholders."""
+    if not wkt:
+        return ""
+    from pyproj import CRS
+
+    try:
+        name = CRS.from_wkt(wkt).name or ""
+    except Exception:  # noqa: BLE001 - an unparsable CRS is reported where it is used
+        return wkt
+    return "" if name.lower().startswith("undefined") else wkt
 
 
 def pixel_to_map_transform(dataset: Optional[rasterio.io.DatasetReader] = None) -> Affine:
