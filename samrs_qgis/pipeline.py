@@ -228,8 +228,9 @@ class SegmentJob:
                                raster.transform)
         writer = None
         if staged.polygons:
-            writer = PolygonWriter(staged.polygons, self.source.fields, raster.crs.to_wkt() if raster.crs else UNDEFINED_CARTESIAN_WKT,
-                                   layer_name="masks")
+            crs_wkt = raster.crs.to_wkt() if raster.crs else UNDEFINED_CARTESIAN_WKT
+            writer = PolygonWriter(staged.polygons, self.source.fields, crs_wkt, layer_name="masks",
+                                   tags=self.provenance())
         timings = Counter()
         self.batch_size = opts.batch_size or backend.preferred_batch
         self._maybe_compile_decoder()
@@ -282,6 +283,12 @@ class SegmentJob:
                     writer.close()
                 canvas.close()
         return dict(timings)
+
+    def provenance(self) -> Dict[str, str]:
+        """Metadata written into every output so that a result can be traced to its inputs and settings."""
+        settings = {k: v for k, v in asdict(self.options).items() if k not in ("class_names",)}
+        return {"SAMRS_BACKEND": self.backend.describe(), "SAMRS_SETTINGS": json.dumps(settings, default=str),
+                "SAMRS_SOURCE_RASTER": self.raster_path}
 
     def _maybe_compile_decoder(self) -> None:
         choice = self.options.compile_decoder
@@ -403,11 +410,7 @@ class SegmentJob:
             instance_ids[i] = box.instance_id
             classes[i] = box.class_id
         ds = self.raster.dataset
-        tags = {"SAMRS_BACKEND": self.backend.describe(),
-                "SAMRS_SETTINGS": json.dumps({k: v for k, v in asdict(self.options).items()
-                                              if k not in ("class_names",)}, default=str),
-                "SAMRS_SOURCE_RASTER": self.raster_path,
-                "SAMRS_OVERLAP_RULE": "smaller mask owns the pixel; equal areas: later box wins"}
+        tags = dict(self.provenance(), SAMRS_OVERLAP_RULE="smaller mask owns the pixel; equal areas: later box wins")
         write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": self.raster.transform},
                       staged.instances, staged.semantic, instance_ids, classes, self.catalog.names,
                       self.options.background, tags)

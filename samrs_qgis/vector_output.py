@@ -114,7 +114,9 @@ class AreaCalculator:
 class PolygonWriter:
     """Writes result features one at a time (the layer is never held in memory)."""
 
-    def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str):
+    def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str,
+                 tags: Optional[Dict[str, str]] = None):
+        """``tags``: layer metadata (GeoPackage keeps it; formats without layer metadata drop it)."""
         import fiona
 
         driver = vector_driver(path)
@@ -126,6 +128,8 @@ class PolygonWriter:
         schema = {"geometry": "MultiPolygon", "properties": properties}
         options = {"layer": layer_name} if driver in ("GPKG", "SQLite") else {}
         self._collection = fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt or None, **options)
+        if tags and driver == "GPKG":
+            self._collection.update_tags(tags)
         self.areas = AreaCalculator(crs_wkt)
         self.count = 0
 

@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-geopandas python3-fiona python3-matplotlib proj-bin
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-geopandas python3-fiona python3-matplotlib python3-scipy proj-bin
   python3-shapely python3-pyproj gdal-bin python3-gdal python3-venv xvfb xauth zip)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

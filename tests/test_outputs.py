@@ -456,3 +456,19 @@ def test_output_under_a_regular_file_is_refused(tmp_path, role, nested):
     assert blocker.read_text() == "a regular file"
     good_dir = tmp_path / "good"
     assert not good_dir.exists() or os.listdir(good_dir) == []  # nothing written for the other outputs
+
+
+def test_every_output_records_the_settings_it_was_made_with(tmp_path):
+    raster, _ = scene(tmp_path)
+    boxes = box_layer(tmp_path, [{"kind": "tank"}] * len(RECTS))
+    out = all_outputs(tmp_path / "out")
+    segment_boxes(raster, read_box_file(boxes), out,
+                  grabcut(fill_holes=True, min_island_px=5, keep_largest=True, clip_to_box=True))
+    with fiona.open(out.polygons, layer="masks") as layer:
+        layer_tags = layer.tags()
+    for tags in (layer_tags, rasterio.open(out.instances).tags(), rasterio.open(out.semantic).tags()):
+        settings = json.loads(tags["SAMRS_SETTINGS"])
+        assert settings["prompt"] == "box" and settings["backend"] == "grabcut"
+        assert (settings["fill_holes"], settings["min_island_px"], settings["keep_largest"],
+                settings["clip_to_box"]) == (True, 5, True, True)
+        assert tags["SAMRS_SOURCE_RASTER"] == raster and tags["SAMRS_BACKEND"].startswith("grabcut")
