@@ -8,6 +8,7 @@ results into the outputs, which appear only when the whole run succeeded.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from .progress import Progress
 from .prompts import build_prompts, check_prompt_mode
 from .raster_input import RasterInput
 from .raster_output import InstanceCanvas, write_rasters
+from .styles import write_output_styles
 from .transaction import OutputTransaction
 from .vector_output import PolygonWriter, vector_driver
 from .windows import WindowPlan, plan_windows
@@ -277,6 +279,7 @@ class SegmentJob:
                     writer = None
                 self.progress.check_cancelled()
                 self._write_rasters(canvas, staged, run_index)
+                self._write_styles(staged)
                 self.progress.set_fraction(1.0)
             finally:
                 if writer:
@@ -398,6 +401,14 @@ class SegmentJob:
     def _result_fields(box: PixelBox, score: Optional[float], area: int) -> Dict:
         return {"instance_id": box.instance_id, "class_name": box.class_name, "class_id": box.class_id,
                 "score": score, "area_px": area, "status": box.status, "detail": box.detail}
+
+    def _write_styles(self, staged: OutputPaths) -> None:
+        """QGIS styles beside (and, for a GeoPackage, inside) the outputs; see :mod:`samrs_qgis.styles`."""
+        stem = lambda path: os.path.splitext(path)[0] if path else None  # noqa: E731
+        # one <stem>.qml cannot serve two layers: a raster sharing the polygon layer's stem keeps it
+        beside = stem(staged.polygons) not in {stem(staged.instances), stem(staged.semantic)}
+        write_output_styles(staged.instances, staged.semantic, staged.polygons, self.catalog.names,
+                            (b.instance_id for b in self.boxes if b.is_usable), qml_beside_polygons=beside)
 
     def _write_rasters(self, canvas: InstanceCanvas, staged: OutputPaths, run_index: Dict[int, int]) -> None:
         if not (staged.instances or staged.semantic):

@@ -14,6 +14,7 @@ from .errors import InputError
 
 
 GDAL_SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
+STYLE_SUFFIX = ".qml"  # QGIS's default style beside a file (see styles.py)
 SHAPEFILE_COMPANIONS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 
 
@@ -55,13 +56,14 @@ class OutputTransaction:
 
     @staticmethod
     def _with_sidecars(path: str) -> List[str]:
-        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…).
+        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…)
+        and its QGIS style (``<stem>.qml``).
 
         Only known companion names count: another file that merely shares the stem (an input
         raster ``x.tif`` beside an output ``x.shp``) is never touched.
         """
         stem, _ = os.path.splitext(path)
-        candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES]
+        candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES] + [stem + STYLE_SUFFIX]
         if path.lower().endswith(".shp"):
             candidates += [stem + ext for ext in SHAPEFILE_COMPANIONS]
         return [p for p in [path] + candidates if os.path.isfile(p)]

@@ -335,9 +335,9 @@ def test_polygon_layer_format_by_extension(tmp_path, ext):
     files = sorted(os.listdir(out))
     assert not [f for f in files if "partial" in f]
     if ext == ".shp":
-        assert {"masks.shp", "masks.shx", "masks.dbf", "masks.prj"} <= set(files)
+        assert {"masks.shp", "masks.shx", "masks.dbf", "masks.prj", "masks.qml"} <= set(files)
     else:
-        assert files == ["masks.geojson"]
+        assert files == ["masks.geojson", "masks.qml"]  # the layer and its QGIS style
 
 
 def test_shapefile_keeps_documented_fields_apart_from_source_fields(tmp_path):
