@@ -384,12 +384,16 @@ class SegmentJob:
         """The box's native-resolution mask over its neighbourhood, with nodata and the optional clip applied."""
         c0, r0, c1, r1 = neighbourhood(box.bounds, plan.window)
         mask = sample_region(logits, plan.scale, (c0, r0, c1, r1)) > MASK_THRESHOLD
-        if valid is not None:
-            mask &= valid[r0:r1, c0:c1]
+        valid_crop = None if valid is None else valid[r0:r1, c0:c1]
+        if valid_crop is not None:
+            mask &= valid_crop
         col, row = plan.window.col + c0, plan.window.row + r0
         if self.options.clip_to_box:
             mask &= polygon_mask(box.polygon, col, row, mask.shape)
-        mask = clean_mask(mask, self.post_processing)
+        if self.post_processing.active:
+            mask = clean_mask(mask, self.post_processing)
+            if valid_crop is not None:  # filling holes must not bring nodata pixels back
+                mask &= valid_crop
         return MaskCrop(col=col, row=row, mask=mask)
 
     @property

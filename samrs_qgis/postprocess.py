@@ -2,7 +2,10 @@
 
 Applied in this order, each optional: clip to the box polygon, fill holes, remove islands smaller
 than an area, keep the largest component. Components are 4-connected, as the polygons traced from
-the mask are (a diagonal touch makes two parts).
+the mask are (a diagonal touch makes two parts). Holes are 4-connected too: in the traced (valid)
+polygons a background pixel that meets the outside only at a corner is still an interior ring (it
+touches the shell at one point), so filling holes fills every background pixel that has no
+4-connected path to the crop border.
 """
 from __future__ import annotations
 
@@ -32,9 +35,9 @@ def clean_mask(mask: np.ndarray, steps: PostProcessing) -> np.ndarray:
     if not steps.active or not mask.any():
         return mask
     if steps.fill_holes:
-        # a hole is background that cannot reach the crop border; background connects 8-way,
-        # the dual of the mask's 4-connectivity
-        mask = ndimage.binary_fill_holes(mask, structure=np.ones((3, 3), bool))
+        # a hole is background that cannot reach the crop border through edge-sharing pixels: a
+        # diagonal contact (a shared corner) leaves an interior ring in the traced polygon
+        mask = ndimage.binary_fill_holes(mask, structure=FOUR_CONNECTED)
     if steps.min_island_px > 0 or steps.keep_largest:
         labels, count = ndimage.label(mask, structure=FOUR_CONNECTED)
         if count:

@@ -273,8 +273,9 @@ def test_outside_partly_outside_and_invalid_boxes(tmp_path):
 
 
 # -- 5. nodata -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("declare_nodata", [True, False])
-def test_no_mask_pixel_on_nodata(tmp_path, declare_nodata):
+@pytest.mark.parametrize("declare_nodata,fill_holes", [(True, False), (False, False), (True, True)])
+def test_no_mask_pixel_on_nodata(tmp_path, declare_nodata, fill_holes):
+    """Also with hole filling: a nodata block inside an object is a hole that must stay out of the mask."""
     size = 256
     obj = (60, 60, 140, 140)
     image = as_uint8(draw_rects(textured_ground(size, seed=5), [obj]))
@@ -285,7 +286,7 @@ def test_no_mask_pixel_on_nodata(tmp_path, declare_nodata):
     raster = support.write_raster(tmp_path / "r.tif", image, UTM_T, nodata=nodata)
     boxes = support.write_boxes(tmp_path / "b.gpkg", [support.pixel_box(UTM_T, *obj)])
 
-    job = prepared_job(raster, boxes, outputs_in(tmp_path))
+    job = prepared_job(raster, boxes, outputs_in(tmp_path), fill_holes=fill_holes)
     job.run()
     mask = read_band(job.outputs.instances)[0] == 1
     nodata_pixels = (image == 0).all(axis=0)
