@@ -1,0 +1,7 @@
+"""PNG previews of results drawn by QGIS's own map renderer: the raster with the masks' outlines and class
+colours over it. Needs PyQGIS (not Processing); works in the QGIS GUI, under ``qgis_process`` and without
+a display (the CLI starts an offscreen QGIS application when none is running).
+"""
+from .render import PreviewError, PreviewFiles, render_previews
+
+__all__ = ["PreviewError", "PreviewFiles", "render_previews"]
