@@ -16,9 +16,10 @@ T = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
 
 
 def read_png(path):
-    with warnings.catch_warnings(), rasterio.open(path) as ds:  # a PNG has no georeference
+    with warnings.catch_warnings():  # a PNG has no georeference
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        return np.transpose(ds.read()[:3], (1, 2, 0)).astype(int)
+        with rasterio.open(path) as ds:
+            return np.transpose(ds.read()[:3], (1, 2, 0)).astype(int)
 
 
 @pytest.fixture(scope="module")
