@@ -6,6 +6,9 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .dataset_report import DatasetReportAlgorithm
+from .evaluate import EvaluateAlgorithm
+from .import_annotations import ImportAnnotationsAlgorithm
 from .segment_boxes import SegmentBoxesAlgorithm
 
 
@@ -30,4 +33,6 @@ class SamrsProvider(QgsProcessingProvider):
         return icon_path()
 
     def loadAlgorithms(self):  # noqa: N802
-        self.addAlgorithm(SegmentBoxesAlgorithm())
+        for algorithm in (SegmentBoxesAlgorithm(), ImportAnnotationsAlgorithm(), DatasetReportAlgorithm(),
+                          EvaluateAlgorithm()):
+            self.addAlgorithm(algorithm)

@@ -1,14 +1,17 @@
 """Adapters from QGIS objects to the engine's plain inputs: a feature source becomes a ``BoxSource``,
-Processing feedback becomes a ``Progress``."""
+Processing feedback becomes a ``Progress``, layers become the files they are read from, and the engine's
+errors become ``QgsProcessingException``."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProcessingFeedback, QgsWkbTypes,
                        NULL)
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime, QVariant
 
 from ..samrs_qgis.boxes import BoxFeature, BoxSource, geometry_from_wkb
+from ..samrs_qgis.errors import SamrsError
 from ..samrs_qgis.progress import Progress
 
 _FIELD_TYPES = {
@@ -69,3 +72,45 @@ class FeedbackProgress(Progress):
 
     def is_cancelled(self) -> bool:
         return self.feedback.isCanceled()
+
+
+# -- layer inputs as the files the engine reads ---------------------------------------------------
+
+def raster_layer_path(layer, role: str) -> str:
+    """The file of a raster layer GDAL reads directly; a clear error for other providers."""
+    from qgis.core import QgsProcessingException
+
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"The {role} '{layer.name()}' is served by the '{layer.providerType()}' provider, which GDAL cannot "
+            "read directly. Save it as a GeoTIFF first (Raster > Conversion > Translate).")
+    return layer.source()
+
+
+def vector_layer_location(layer, role: str) -> Tuple[str, Optional[str]]:
+    """``(file, layer name or None)`` of a vector layer OGR reads directly; a clear error for other providers
+    (memory layers, databases, services) and for layers with a filter (the engine would read every feature)."""
+    from qgis.core import QgsProcessingException, QgsProviderRegistry
+
+    if layer.providerType() != "ogr":
+        raise QgsProcessingException(
+            f"The {role} '{layer.name()}' is served by the '{layer.providerType()}' provider (not a file OGR reads). "
+            "Save it as a GeoPackage first (right-click > Export > Save Features As…).")
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    if parts.get("subset"):
+        raise QgsProcessingException(
+            f"The {role} '{layer.name()}' has a filter ({parts['subset']}); the whole file would be read. "
+            "Save the filtered features as a GeoPackage first, or clear the filter.")
+    return parts.get("path") or layer.source(), parts.get("layerName") or None
+
+
+@contextmanager
+def engine_errors():
+    """The engine's deliberate errors (bad input, cancelled) as ``QgsProcessingException``: the message
+    without a traceback."""
+    from qgis.core import QgsProcessingException
+
+    try:
+        yield
+    except SamrsError as exc:
+        raise QgsProcessingException(str(exc)) from exc

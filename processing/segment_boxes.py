@@ -20,10 +20,13 @@ from ..samrs_qgis.backends.sam import PRECISIONS
 from ..samrs_qgis.classes import parse_class_list
 from ..samrs_qgis.errors import Cancelled, SamrsError
 from ..samrs_qgis.pipeline import BACKENDS, OutputPaths, SegmentJob, SegmentOptions
+from ..samrs_qgis.prompts import PROMPT_MODES
 from ..samrs_qgis.stretch import STRETCH_MODES
 from .qgis_adapters import FeedbackProgress, box_source_from_qgis
 
 BACKEND_LABELS = ["SAM (needs a checkpoint)", "GrabCut (no weights; not SAM)"]
+PROMPT_LABELS = ["box (enclosing horizontal box; SAMRS)", "rbox-mask (rotated box as a mask prompt)",
+                 "point (box centre)", "box+point (box and centre)"]
 DEVICES = ["auto", "cpu", "cuda"]
 COMPILE_CHOICES = ("auto", "on", "off")
 STATUSES = ("ok", "empty", "outside", "invalid")
@@ -37,8 +40,15 @@ class names are stored with it.</li>
 <i>class_name</i>, <i>class_id</i>, <i>score</i> (SAM's predicted IoU), <i>area_px</i>, <i>area_m2</i> and
 <i>status</i> (ok, empty, outside, invalid). Boxes that could not be segmented are kept with a null geometry.</li>
 </ul>
-<p>Boxes may be horizontal or rotated polygons in any CRS; each box is reprojected as a polygon and SAM is
-prompted with its enclosing horizontal box. The raster is read window by window (1024 px) at native
+<p>Boxes may be horizontal or rotated polygons in any CRS; each box is reprojected as a polygon.
+<b>Prompt</b> (SAMRS's ablation): <i>box</i>, the box's enclosing horizontal box (SAMRS's choice);
+<i>rbox-mask</i>, the (rotated) box polygon as SAM's dense mask prompt; <i>point</i>, one positive point at the
+box's centre; <i>box+point</i>, both. GrabCut takes <i>box</i> only.</p>
+<p><b>Post-processing</b> of each mask, in this order, all off by default as in SAMRS: clip to the (rotated) box
+(pixel centres inside the box polygon), fill holes, remove parts smaller than a minimum area (raster pixels),
+keep only the largest part. With the embedding cache on, a second run with other prompt or post-processing
+settings skips SAM's image encoder.</p>
+<p>The raster is read window by window (1024 px) at native
 resolution; a box larger than a window gets its own window, shrunk. Where masks overlap in the rasters,
 the smaller mask owns the pixel (equal areas: the later box). Nodata pixels never belong to a mask.</p>
 <p><b>Checkpoints</b>: official SAM checkpoints (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth,
@@ -56,7 +66,11 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
     MODEL_TYPE = "MODEL_TYPE"
     DEVICE = "DEVICE"
     MULTIMASK = "MULTIMASK"
+    PROMPT = "PROMPT"
     CLIP_TO_BOX = "CLIP_TO_BOX"
+    FILL_HOLES = "FILL_HOLES"
+    MIN_ISLAND_PX = "MIN_ISLAND_PX"
+    KEEP_LARGEST = "KEEP_LARGEST"
     BANDS = "BANDS"
     STRETCH = "STRETCH"
     CLASSES = "CLASSES"
@@ -108,10 +122,19 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
             self.CHECKPOINT, "SAM checkpoint (.pth)", extension="pth", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL_TYPE, "Model type", list(MODEL_TYPES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.PROMPT, "Prompt", PROMPT_LABELS, defaultValue=PROMPT_MODES.index(defaults.prompt)))
         self.addParameter(QgsProcessingParameterBoolean(
             self.MULTIMASK, "Best of three masks by predicted IoU (SAMRS: off)", defaultValue=defaults.multimask))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLIP_TO_BOX, "Clip masks to the (rotated) box", defaultValue=defaults.clip_to_box))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.FILL_HOLES, "Fill holes in masks", defaultValue=defaults.fill_holes))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_ISLAND_PX, "Remove mask parts smaller than (raster pixels; 0: keep all)", minValue=0,
+            defaultValue=defaults.min_island_px))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.KEEP_LARGEST, "Keep only the largest part of each mask", defaultValue=defaults.keep_largest))
         advanced = [
             QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0),
             QgsProcessingParameterBand(self.BANDS, "Bands fed to SAM (one or three; default RGB)", None,
@@ -157,6 +180,10 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
                            "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth, or choose the GrabCut backend.")
         if backend == "sam" and not os.path.isfile(checkpoint):
             return False, f"SAM checkpoint '{checkpoint}' does not exist."
+        prompt = PROMPT_MODES[self.parameterAsEnum(parameters, self.PROMPT, context)]
+        if backend == "grabcut" and prompt != "box":
+            return False, (f"The GrabCut backend takes the prompt mode box only, not '{prompt}'. Choose the box "
+                           "prompt, or the SAM backend with a checkpoint.")
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -179,7 +206,11 @@ class SegmentBoxesAlgorithm(QgsProcessingAlgorithm):
             model_type=MODEL_TYPES[self.parameterAsEnum(parameters, self.MODEL_TYPE, context)],
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             multimask=self.parameterAsBoolean(parameters, self.MULTIMASK, context),
+            prompt=PROMPT_MODES[self.parameterAsEnum(parameters, self.PROMPT, context)],
             clip_to_box=self.parameterAsBoolean(parameters, self.CLIP_TO_BOX, context),
+            fill_holes=self.parameterAsBoolean(parameters, self.FILL_HOLES, context),
+            min_island_px=self.parameterAsInt(parameters, self.MIN_ISLAND_PX, context),
+            keep_largest=self.parameterAsBoolean(parameters, self.KEEP_LARGEST, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
             embedding_cache=self.parameterAsBoolean(parameters, self.EMBEDDING_CACHE, context),

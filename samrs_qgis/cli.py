@@ -1,4 +1,9 @@
-"""Command line: ``python -m samrs_qgis segment …`` and ``python -m samrs_qgis download-checkpoints``.
+"""Command line: ``python -m samrs_qgis <command> …``.
+
+Commands: ``segment`` (boxes over a raster -> masks), ``import-annotations`` (DOTA/VOC/FAIR1M/HRSC2016/CSV
+-> a box layer), ``report`` (dataset statistics as HTML and CSV), ``evaluate`` (masks against reference
+masks), ``compare`` (several produced mask sets against one reference, one table), ``ablation`` (segment
+with several prompt modes, evaluate each, one table) and ``download-checkpoints``.
 
 Errors in the inputs print one clear line and exit with status 2; nothing is written then.
 """
@@ -7,13 +12,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from .errors import Cancelled, SamrsError
+from .errors import Cancelled, InputError, SamrsError
 from .progress import Progress
 
 EXIT_INPUT_ERROR = 2
 EXIT_CANCELLED = 130
+MAX_PROBLEMS_SHOWN = 50  # annotation problems printed one per line; the rest are counted
+
+# File suffixes of segment's outputs: '<image>_masks.gpkg' and '<image>_instances.tif' both belong to <image>.
+OUTPUT_SUFFIXES = ("_masks", "_instances")
+POLYGON_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
+RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 
 
 class BarProgress(Progress):
@@ -40,11 +51,53 @@ class BarProgress(Progress):
         self._bar.close()
 
 
+class _Part(Progress):
+    """One stage of a longer run: maps the stage's 0…1 onto [start, end] of ``outer``."""
+
+    def __init__(self, outer: Progress, start: float, end: float):
+        self.outer, self.start, self.end = outer, start, end
+
+    def set_fraction(self, fraction: float) -> None:
+        self.outer.set_fraction(self.start + (self.end - self.start) * fraction)
+
+    def info(self, message: str) -> None:
+        self.outer.info(message)
+
+    def warning(self, message: str) -> None:
+        self.outer.warning(message)
+
+    def is_cancelled(self) -> bool:
+        return self.outer.is_cancelled()
+
+
 def _bands(text: str) -> List[int]:
     try:
         return [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"bands must be comma-separated band numbers such as 4,3,2, not '{text}'")
+
+
+def _prompt_list(text: str) -> List[str]:
+    from .prompts import PROMPT_MODES
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PROMPT_MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"prompt modes must be comma-separated among {', '.join(PROMPT_MODES)}, "
+                                         f"not '{text}'")
+    if len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"prompt mode given twice in '{text}'")
+    return modes
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, 0 or more, not '{text}'")
+    return value
 
 
 def default_output_paths(raster: str, out_dir: str):
@@ -57,30 +110,18 @@ def default_output_paths(raster: str, out_dir: str):
                        polygons=os.path.join(out_dir, f"{stem}_masks.gpkg"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+# -- parser ---------------------------------------------------------------------------------------
+
+def _add_segment_options(parser: argparse.ArgumentParser, prompt: bool = True) -> None:
+    """The model, prompt, post-processing and data options shared by ``segment`` and ``ablation``."""
     from .backends.sam import PRECISIONS
     from .backends.sam_checkpoint import MODEL_TYPES
-    from .checkpoints import OFFICIAL_CHECKPOINTS
     from .pipeline import BACKENDS, SegmentOptions
+    from .prompts import PROMPT_MODES
     from .stretch import STRETCH_MODES
 
     defaults = SegmentOptions()
-    parser = argparse.ArgumentParser(prog="python -m samrs_qgis",
-                                     description="Turn detection boxes into SAM segmentation masks.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    seg = commands.add_parser("segment", help="segment the boxes of a layer over a raster",
-                              description="Segment every box of BOXES over RASTER; writes an instance raster, "
-                                          "a semantic raster and a polygon layer with one feature per box.")
-    seg.add_argument("raster", help="georeferenced raster (any GDAL format)")
-    seg.add_argument("boxes", help="box layer (any OGR format: GPKG, Shapefile, GeoJSON, …), any CRS")
-    seg.add_argument("--layer", help="layer name inside BOXES when it holds several")
-    out = seg.add_argument_group("outputs (at least one; --out-dir names all three after the raster)")
-    out.add_argument("--out-dir", help="folder for <raster>_instances.tif, <raster>_semantic.tif, <raster>_masks.gpkg")
-    out.add_argument("--instances", help="instance raster (.tif; uint32, 0 = none, value = instance id)")
-    out.add_argument("--semantic", help="semantic raster (.tif; class index, background --background)")
-    out.add_argument("--polygons", help="polygon layer (.gpkg, .shp, .geojson, .fgb, …)")
-    model = seg.add_argument_group("model")
+    model = parser.add_argument_group("model")
     model.add_argument("--backend", choices=BACKENDS, default=None,
                        help="sam (needs --checkpoint) or grabcut (no weights); default: sam when a "
                             "checkpoint is given, else grabcut")
@@ -95,15 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--compile-decoder", choices=("auto", "on", "off"), default=defaults.compile_decoder,
                        help="torch.compile the mask decoder (about 2x faster per box on a CPU, 10-35 s to "
                             "compile); auto: on for CPU runs of 2000+ boxes")
-    model.add_argument("--no-cache", action="store_true", help="do not cache window embeddings on disk")
+    if prompt:
+        model.add_argument("--no-cache", action="store_true", help="do not cache window embeddings on disk")
     model.add_argument("--cache-dir", help="embedding cache folder (default ~/.cache/samrs/embeddings)")
     model.add_argument("--cache-limit-mb", type=float, default=defaults.cache_limit_mb,
                        help="embedding cache size limit (oldest use deleted first)")
     model.add_argument("--window-size", type=int, default=defaults.window_size,
                        help="window side in raster pixels (native resolution)")
     model.add_argument("--multimask", action="store_true", help="best of three masks by predicted IoU")
-    model.add_argument("--clip-to-box", action="store_true", help="clip each mask to its (rotated) box")
-    data = seg.add_argument_group("data")
+    if prompt:
+        model.add_argument("--prompt", choices=PROMPT_MODES, default=defaults.prompt,
+                           help="what SAM is prompted with: box (the enclosing horizontal box, SAMRS's choice), "
+                                "rbox-mask (the rotated box as a mask prompt), point (the box centre), box+point; "
+                                "GrabCut takes box only")
+    post = parser.add_argument_group("mask post-processing (in this order; SAMRS used none)")
+    post.add_argument("--clip-to-box", action="store_true", help="clip each mask to its (rotated) box")
+    post.add_argument("--fill-holes", action="store_true", help="fill holes inside each mask")
+    post.add_argument("--min-island-px", type=_non_negative, default=defaults.min_island_px, metavar="PX",
+                      help="drop mask parts smaller than PX raster pixels (0: keep all)")
+    post.add_argument("--keep-largest", action="store_true", help="keep only each mask's largest part")
+    data = parser.add_argument_group("data")
+    data.add_argument("--layer", help="layer name inside BOXES when it holds several")
     data.add_argument("--class-field", help="field holding each box's class (text or integer)")
     data.add_argument("--id-field", help="field of unique integer ids used as instance ids")
     data.add_argument("--classes", help="comma-separated class list giving ids by position (stable across runs)")
@@ -113,7 +166,122 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto: 8-bit as is, other types by 2–98 %% percentiles")
     data.add_argument("--background", type=int, default=defaults.background,
                       help="semantic raster value for no object (SAMRS: 255)")
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    ev = parser.add_argument_group("matching")
+    ev.add_argument("--key-field", default="instance_id",
+                    help="reference field holding the produced instance ids (default instance_id)")
+    ev.add_argument("--class-field", dest="reference_class_field",
+                    help="reference field holding the class (default: the produced class_name)")
+    ev.add_argument("--produced-key-field", default="instance_id", help="produced key field (default instance_id)")
+    ev.add_argument("--unmatched-in-ap", action="store_true",
+                    help="count produced masks without a reference as false positives in AP")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .checkpoints import OFFICIAL_CHECKPOINTS
+
+    parser = argparse.ArgumentParser(prog="python -m samrs_qgis",
+                                     description="Turn detection boxes into SAM segmentation masks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    seg = commands.add_parser("segment", help="segment the boxes of a layer over a raster",
+                              description="Segment every box of BOXES over RASTER; writes an instance raster, "
+                                          "a semantic raster and a polygon layer with one feature per box.")
+    seg.add_argument("raster", help="georeferenced raster (any GDAL format)")
+    seg.add_argument("boxes", help="box layer (any OGR format: GPKG, Shapefile, GeoJSON, …), any CRS")
+    out = seg.add_argument_group("outputs (at least one; --out-dir names all three after the raster)")
+    out.add_argument("--out-dir", help="folder for <raster>_instances.tif, <raster>_semantic.tif, <raster>_masks.gpkg")
+    out.add_argument("--instances", help="instance raster (.tif; uint32, 0 = none, value = instance id)")
+    out.add_argument("--semantic", help="semantic raster (.tif; class index, background --background)")
+    out.add_argument("--polygons", help="polygon layer (.gpkg, .shp, .geojson, .fgb, …)")
+    _add_segment_options(seg)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from .annotations import DATASET_CLASSES, FORMATS
+
+    imp = commands.add_parser(
+        "import-annotations", help="import detection annotations (DOTA, VOC/DIOR, FAIR1M, HRSC2016, CSV) as boxes",
+        description="Read annotation files (or every annotation file of the given folders) and write one "
+                    "GeoPackage box layer (layer 'boxes'), placed on the map by --image's georeferencing, or in "
+                    "pixel space (x = column, y = -row, no CRS) without it. Objects that cannot be read are "
+                    "listed as file:line problems; the rest is written.")
+    imp.add_argument("annotations", nargs="+", metavar="PATH", help="annotation files or folders holding them")
+    imp.add_argument("--out", required=True, help="box layer to write (.gpkg)")
+    imp.add_argument("--image", help="the image the annotations belong to (georeferencing; restricts a CSV to its rows)")
+    imp.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected per file)")
+    imp.add_argument("--dataset", choices=list(DATASET_CLASSES),
+                     help="dataset class list giving stable class ids (objects of other classes are problems)")
+    imp.add_argument("--layer-name", default="boxes", help="layer name in the GeoPackage (default boxes)")
+
+    rep = commands.add_parser(
+        "report", help="dataset statistics report (HTML, CSV) of segmentation results",
+        description="Statistics per subset: instances and pixels per class, mask sizes, scores, box statuses. "
+                    "Each SUBSET is [NAME=]PATH: an output folder of segmentdataset, a folder whose subfolders are "
+                    "such folders (train/, val/, …: one subset each), or a polygon layer written by segment; "
+                    "a subset's name defaults to its folder or file name.")
+    rep.add_argument("subsets", nargs="+", metavar="SUBSET", help="[NAME=]folder or [NAME=]polygon layer")
+    rep.add_argument("--html", required=True, help="report file to write (.html)")
+    rep.add_argument("--csv-dir", help="folder for the CSV tables (instances_per_class.csv, …)")
+    classes = rep.add_mutually_exclusive_group()
+    classes.add_argument("--classes", help="comma-separated class list fixing ids by position")
+    classes.add_argument("--dataset", choices=list(DATASET_CLASSES), help="a dataset's class list fixing ids")
+    rep.add_argument("--title", default="SAMRS dataset statistics", help="report title")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = commands.add_parser(
+        "evaluate", help="evaluate produced masks against reference masks (IoU, COCO mask AP)",
+        description="Per-box evaluation: produced instance k against reference instance k. Give one image as "
+                    "PRODUCED REFERENCE [--grid RASTER], or a dataset as repeated --pair PRODUCED REFERENCE [GRID], "
+                    "or as folders: PRODUCED and REFERENCE folders (and --grid folder) whose files match by name "
+                    "(a trailing _masks or _instances is ignored, so tile_masks.gpkg matches tile.gpkg and "
+                    "tile.tif; a polygon layer is preferred over an instance raster of the same name).")
+    ev.add_argument("produced", nargs="?", help="produced masks: polygon layer or instance raster (or a folder)")
+    ev.add_argument("reference", nargs="?", help="reference masks: polygon layer or instance raster (or a folder)")
+    ev.add_argument("--grid", help="raster whose pixel grid the masks are compared on (the source image); "
+                                   "a folder in folder mode; optional when an input is an instance raster")
+    ev.add_argument("--pair", action="append", nargs="+", metavar="PATH",
+                    help="PRODUCED REFERENCE [GRID]: one image of a dataset; repeat for every image")
+    _add_evaluation_options(ev)
+    ev.add_argument("--metrics", help="metrics table to write (.csv): one row per class and the overall row")
+    ev.add_argument("--instances-csv", help="per-instance table to write (.csv)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    cmp_ = commands.add_parser(
+        "compare", help="compare several produced mask sets against one reference (one table)",
+        description="Evaluate each NAME=PRODUCED against REFERENCE and write one comparison table: a row per "
+                    "name with its overall measures.")
+    cmp_.add_argument("produced", nargs="+", metavar="NAME=PRODUCED", help="named produced masks")
+    cmp_.add_argument("--reference", required=True, help="reference masks (polygon layer or instance raster)")
+    cmp_.add_argument("--grid", help="raster whose pixel grid the masks are compared on (the source image)")
+    _add_evaluation_options(cmp_)
+    cmp_.add_argument("--out", required=True, help="comparison table to write (.csv)")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    abl = commands.add_parser(
+        "ablation", help="segment with several prompt modes, evaluate each, write one comparison table",
+        description="SAMRS's prompt ablation: segment BOXES over RASTER once per prompt mode (the embedding "
+                    "cache is on, so the image encoder runs once per window for all modes), evaluate each "
+                    "against --reference on the raster's grid, and write OUT_DIR/comparison.csv plus, per mode, "
+                    "OUT_DIR/<mode>/<raster>_masks.gpkg and OUT_DIR/<mode>/metrics.csv.")
+    abl.add_argument("raster", help="georeferenced raster (any GDAL format)")
+    abl.add_argument("boxes", help="box layer (any OGR format), any CRS")
+    abl.add_argument("--reference", required=True,
+                     help="reference masks: polygon layer whose --key-field holds the boxes' instance ids "
+                          "(1-based box order, or --id-field), or an instance raster on the raster's grid")
+    abl.add_argument("--out-dir", required=True, help="folder for the per-mode masks and the tables")
+    abl.add_argument("--prompts", type=_prompt_list, default=None, metavar="MODES",
+                     help="comma-separated prompt modes (default: all the backend takes: box,rbox-mask,point,"
+                          "box+point for SAM, box for GrabCut)")
+    _add_segment_options(abl, prompt=False)
+    ev_ab = abl.add_argument_group("matching")
+    ev_ab.add_argument("--key-field", default="instance_id",
+                       help="reference field holding the instance ids (default instance_id)")
+    ev_ab.add_argument("--reference-class-field", help="reference field holding the class")
+    ev_ab.add_argument("--unmatched-in-ap", action="store_true",
+                       help="count produced masks without a reference as false positives in AP")
+    abl.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dl = commands.add_parser("download-checkpoints", help="download official SAM checkpoints and verify their MD5")
     dl.add_argument("models", nargs="*", default=["vit_b"], metavar="MODEL",
@@ -122,33 +290,334 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- segment --------------------------------------------------------------------------------------
+
+def _segment_options(args, **overrides):
+    from .classes import parse_class_list
+    from .pipeline import SegmentOptions
+
+    backend = args.backend or ("sam" if args.checkpoint else "grabcut")
+    values = dict(
+        backend=backend, checkpoint=args.checkpoint, model_type=args.model_type, device=args.device,
+        multimask=args.multimask, prompt=getattr(args, "prompt", "box"), clip_to_box=args.clip_to_box,
+        fill_holes=args.fill_holes, min_island_px=args.min_island_px, keep_largest=args.keep_largest,
+        batch_size=args.batch_size, precision=args.precision, compile_decoder=args.compile_decoder,
+        embedding_cache=not getattr(args, "no_cache", False), cache_dir=args.cache_dir,
+        cache_limit_mb=args.cache_limit_mb, window_size=args.window_size, bands=args.bands, stretch=args.stretch,
+        class_field=args.class_field, id_field=args.id_field, class_names=parse_class_list(args.classes),
+        background=args.background)
+    values.update(overrides)
+    return SegmentOptions(**values)
+
+
+def _grabcut_note(backend: str) -> None:
+    if backend == "grabcut":
+        print("Note: masks made by GrabCut, not SAM. Give --checkpoint for SAM "
+              "(python -m samrs_qgis download-checkpoints fetches the official ones).")
+
+
 def _segment(args) -> int:
     from .boxes import read_box_file
-    from .classes import parse_class_list
-    from .pipeline import OutputPaths, SegmentOptions, segment_boxes
+    from .pipeline import OutputPaths, segment_boxes
 
     outputs = default_output_paths(args.raster, args.out_dir) if args.out_dir else OutputPaths()
     outputs.instances = args.instances or outputs.instances
     outputs.semantic = args.semantic or outputs.semantic
     outputs.polygons = args.polygons or outputs.polygons
-    backend = args.backend or ("sam" if args.checkpoint else "grabcut")
-    options = SegmentOptions(
-        backend=backend, checkpoint=args.checkpoint, model_type=args.model_type, device=args.device,
-        multimask=args.multimask, clip_to_box=args.clip_to_box, batch_size=args.batch_size,
-        precision=args.precision, compile_decoder=args.compile_decoder, embedding_cache=not args.no_cache, cache_dir=args.cache_dir,
-        cache_limit_mb=args.cache_limit_mb,
-        window_size=args.window_size, bands=args.bands, stretch=args.stretch, class_field=args.class_field,
-        id_field=args.id_field, class_names=parse_class_list(args.classes),
-        background=args.background)
+    options = _segment_options(args)
     progress = BarProgress(quiet=args.quiet)
     try:
         summary = segment_boxes(args.raster, read_box_file(args.boxes, args.layer), outputs, options, progress)
     finally:
         progress.close()
     print(summary.describe())
-    if backend == "grabcut":
-        print("Note: masks made by GrabCut, not SAM. Give --checkpoint for SAM "
-              "(python -m samrs_qgis download-checkpoints fetches the official ones).")
+    _grabcut_note(options.backend)
+    return 0
+
+
+# -- import-annotations ---------------------------------------------------------------------------
+
+def _import_annotations(args) -> int:
+    from .annotations import import_annotations
+
+    summary = import_annotations(args.annotations, args.out, image_path=args.image, fmt=args.format,
+                                 dataset=args.dataset, layer=args.layer_name)
+    print(summary.describe(max_problems=0).splitlines()[0])
+    for class_id, name, count in summary.classes:
+        print(f"  class {class_id} {name}: {count}")
+    for problem in summary.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"problem: {problem}", file=sys.stderr)
+    if len(summary.problems) > MAX_PROBLEMS_SHOWN:
+        print(f"… and {len(summary.problems) - MAX_PROBLEMS_SHOWN} more problem(s)", file=sys.stderr)
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def _named(text: str, what: str) -> Tuple[Optional[str], str]:
+    """``NAME=PATH`` -> (NAME, PATH); a plain PATH (also one holding '=' that exists) -> (None, PATH)."""
+    if "=" in text and not os.path.exists(text):
+        name, path = text.split("=", 1)
+        if not name.strip() or not path:
+            raise InputError(f"'{text}' is not NAME=PATH. Give {what} as NAME=PATH or PATH.")
+        return name.strip(), path
+    return None, text
+
+
+def _unique(name: str, taken: Dict) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}#{n}", n + 1
+    return candidate
+
+
+def _is_dataset_folder(folder: str) -> bool:
+    if os.path.isfile(os.path.join(folder, "manifest.json")) or os.path.isdir(os.path.join(folder, "geo")):
+        return True
+    return any(n.lower().endswith(".gpkg") for n in os.listdir(folder))
+
+
+def dataset_subsets(folder: str) -> List[Tuple[str, str]]:
+    """The subsets of a folder as ``(name, folder)``: the folder itself when it is a dataset output folder
+    (``manifest.json``, ``geo/`` or ``*.gpkg``), else each of its subfolders that is one (``train/``,
+    ``val/``, …, by name). An InputError when there is neither."""
+    folder = os.path.abspath(os.fspath(folder))
+    if not os.path.isdir(folder):
+        raise InputError(f"The dataset folder '{folder}' does not exist or is not a folder.")
+    if _is_dataset_folder(folder):
+        return [(os.path.basename(os.path.normpath(folder)), folder)]
+    subsets = [(n, os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+               if os.path.isdir(os.path.join(folder, n)) and _is_dataset_folder(os.path.join(folder, n))]
+    if not subsets:
+        raise InputError(f"The folder '{folder}' is no dataset output folder (no manifest.json, geo/ or *.gpkg) "
+                         "and has no subfolders that are. Give the output folder of 'segmentdataset', or a "
+                         "folder holding one per subset (train/, val/, …).")
+    return subsets
+
+
+def _report(args) -> int:
+    from .annotations import DATASET_CLASSES
+    from .classes import parse_class_list
+    from .report import collect_statistics, result_set_from_folder, write_report
+
+    class_names = None
+    if args.classes:
+        class_names = dict(enumerate(parse_class_list(args.classes) or []))
+    elif args.dataset:
+        class_names = dict(enumerate(DATASET_CLASSES[args.dataset]))
+    subsets: Dict = {}
+    progress = BarProgress(quiet=args.quiet)
+    try:
+        for n, text in enumerate(args.subsets):
+            part = _Part(progress, n / len(args.subsets), (n + 1) / len(args.subsets))
+            name, path = _named(text, "a subset")
+            if os.path.isdir(path):
+                found = dataset_subsets(path)
+                if name and len(found) > 1:
+                    raise InputError(f"'{text}' names a folder of {len(found)} subsets ({', '.join(n for n, _ in found)}); "
+                                     "give each subset folder on its own to name it.")
+                for default, folder in found:
+                    stats = collect_statistics(result_set_from_folder(folder), class_names=class_names, progress=part)
+                    subsets[_unique(name or default, subsets)] = stats
+            elif os.path.isfile(path):
+                stats = collect_statistics([path], class_names=class_names, progress=part, source=path)
+                subsets[_unique(name or os.path.splitext(os.path.basename(path))[0], subsets)] = stats
+            else:
+                raise InputError(f"Subset '{path}' does not exist. Give a dataset output folder or a polygon "
+                                 "layer written by segment.")
+        files = write_report(subsets, args.html, args.csv_dir, title=args.title)
+    finally:
+        progress.close()
+    for name, stats in subsets.items():
+        print(f"{name}: {stats.boxes} boxes, {stats.instances} instances in {len(stats.class_names)} class(es), "
+              f"{stats.images} image(s)")
+    print(f"report: {files.html}")
+    for path in files.csv.values():
+        print(f"csv: {path}")
+    return 0
+
+
+# -- evaluate / compare ---------------------------------------------------------------------------
+
+def _image_stem(path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    for suffix in OUTPUT_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _masks_in_folder(folder: str, role: str, extensions=POLYGON_EXTENSIONS + RASTER_EXTENSIONS) -> Dict[str, str]:
+    """Image name -> file of a folder's mask files; a polygon layer wins over a raster of the same name."""
+    found: Dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        ext = os.path.splitext(name)[1].lower()
+        if not os.path.isfile(path) or ext not in extensions or name.startswith("."):
+            continue
+        stem = _image_stem(path)
+        if stem in found and os.path.splitext(found[stem])[1].lower() in POLYGON_EXTENSIONS:
+            continue
+        found[stem] = path
+    if not found:
+        raise InputError(f"The {role} folder '{folder}' holds no polygon layers or rasters.")
+    return found
+
+
+def _folder_pairs(produced: str, reference: str, grid: Optional[str]) -> List[tuple]:
+    prod = _masks_in_folder(produced, "produced")
+    ref = _masks_in_folder(reference, "reference")
+    grids = _masks_in_folder(grid, "grid", RASTER_EXTENSIONS) if grid else {}
+    common = [s for s in prod if s in ref]
+    if not common:
+        raise InputError(f"No file of the produced folder '{produced}' matches a file of the reference folder "
+                         f"'{reference}' by name ({', '.join(list(prod)[:3])} vs {', '.join(list(ref)[:3])}). "
+                         "Name them alike (tile_masks.gpkg matches tile.gpkg).")
+    missing = [s for s in common if grid and s not in grids]
+    if missing:
+        raise InputError(f"The grid folder '{grid}' has no raster for {', '.join(missing[:5])}.")
+    for stem in sorted(set(prod) ^ set(ref)):
+        print(f"warning: '{stem}' is in only one of the produced and reference folders; left out", file=sys.stderr)
+    return [(prod[s], ref[s], grids.get(s), s) for s in common]
+
+
+def _evaluation_pairs(args) -> List[tuple]:
+    if args.pair:
+        if args.produced or args.reference:
+            raise InputError("Give either PRODUCED REFERENCE or --pair options, not both.")
+        pairs = []
+        for items in args.pair:
+            if len(items) not in (2, 3):
+                raise InputError(f"--pair takes PRODUCED REFERENCE [GRID], not {len(items)} path(s): "
+                                 f"{' '.join(items)}.")
+            pairs.append(tuple(items) if len(items) == 3 else (items[0], items[1], args.grid))
+        return pairs
+    if not (args.produced and args.reference):
+        raise InputError("Give PRODUCED and REFERENCE (files or folders), or one --pair PRODUCED REFERENCE [GRID] "
+                         "per image.")
+    dirs = [os.path.isdir(p) for p in (args.produced, args.reference)]
+    if all(dirs):
+        if args.grid and not os.path.isdir(args.grid):
+            raise InputError(f"With PRODUCED and REFERENCE folders, --grid must be a folder too, not '{args.grid}'.")
+        return _folder_pairs(args.produced, args.reference, args.grid)
+    if any(dirs):
+        raise InputError("PRODUCED and REFERENCE must both be folders or both be files.")
+    return [(args.produced, args.reference, args.grid)]
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_dataset, write_instances_csv, write_metrics_csv
+
+    pairs = _evaluation_pairs(args)
+    progress = BarProgress(quiet=args.quiet)
+    try:
+        result = evaluate_dataset(pairs, key_field=args.key_field, class_field=args.reference_class_field,
+                                  produced_key_field=args.produced_key_field,
+                                  unmatched_in_ap=args.unmatched_in_ap, progress=progress)
+    finally:
+        progress.close()
+    print(result.describe())
+    _print_metrics(result)
+    if args.metrics:
+        print(f"metrics: {write_metrics_csv(result, args.metrics)}")
+    if args.instances_csv:
+        print(f"instances: {write_instances_csv(result, args.instances_csv)}")
+    return 0
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _print_metrics(result) -> None:
+    print(f"{'class':<24} {'instances':>9} {'mean_iou':>8} {'w_iou':>8} {'ap':>8} {'ap50':>8} {'ap75':>8}")
+    for r in result.rows():
+        print(f"{r.class_name[:24]:<24} {r.instances:>9} {_fmt(r.mean_iou):>8} {_fmt(r.weighted_iou):>8} "
+              f"{_fmt(r.ap):>8} {_fmt(r.ap50):>8} {_fmt(r.ap75):>8}")
+
+
+def _print_comparison(results) -> None:
+    print(f"{'name':<16} {'instances':>9} {'mean_iou':>8} {'w_iou':>8} {'ap':>8} {'ap50':>8} {'ap75':>8}")
+    for name, result in results.items():
+        r = result.overall
+        print(f"{name[:16]:<16} {r.instances:>9} {_fmt(r.mean_iou):>8} {_fmt(r.weighted_iou):>8} "
+              f"{_fmt(r.ap):>8} {_fmt(r.ap50):>8} {_fmt(r.ap75):>8}")
+
+
+def _compare(args) -> int:
+    from .evaluation import evaluate, write_comparison_csv
+
+    named = []
+    for text in args.produced:
+        name, path = _named(text, "produced masks")
+        if name is None:
+            raise InputError(f"'{text}' has no name. Give each produced mask set as NAME=PATH, e.g. box=box_masks.gpkg.")
+        if name in dict(named):
+            raise InputError(f"The name '{name}' is given twice. Give each produced mask set its own name.")
+        named.append((name, path))
+    results = {}
+    progress = BarProgress(quiet=args.quiet)
+    try:
+        for n, (name, path) in enumerate(named):
+            results[name] = evaluate(path, args.reference, args.grid, key_field=args.key_field,
+                                     class_field=args.reference_class_field,
+                                     produced_key_field=args.produced_key_field, name=name,
+                                     unmatched_in_ap=args.unmatched_in_ap,
+                                     progress=_Part(progress, n / len(named), (n + 1) / len(named)))
+    finally:
+        progress.close()
+    for name, result in results.items():
+        print(f"{name}: {result.describe()}")
+    _print_comparison(results)
+    print(f"comparison: {write_comparison_csv(results, args.out)}")
+    return 0
+
+
+# -- ablation -------------------------------------------------------------------------------------
+
+def _ablation(args) -> int:
+    from .boxes import read_box_file
+    from .evaluation import evaluate, write_comparison_csv, write_metrics_csv
+    from .pipeline import OutputPaths, SegmentJob, make_backend
+
+    options = _segment_options(args, embedding_cache=True)  # the encoder runs once; other modes read the cache
+    backend = make_backend(options)
+    modes = args.prompts or list(backend.prompt_modes)
+    refused = [m for m in modes if m not in backend.prompt_modes]
+    if refused:
+        raise InputError(f"The {backend.name} backend takes the prompt modes {', '.join(backend.prompt_modes)}, "
+                         f"not {', '.join(refused)}. Give --prompts among those, or a SAM --checkpoint.")
+    if not os.path.exists(args.reference):
+        raise InputError(f"The reference masks '{args.reference}' do not exist. Give a polygon layer or instance "
+                         "raster of the true masks.")
+    stem = os.path.splitext(os.path.basename(args.raster))[0]
+    results = {}
+    progress = BarProgress(quiet=args.quiet)
+    try:
+        for n, mode in enumerate(modes):
+            progress.info(f"prompt mode {mode}")
+            step = 1.0 / len(modes)
+            folder = os.path.join(args.out_dir, mode)
+            polygons = os.path.join(folder, f"{stem}_masks.gpkg")
+            job = SegmentJob(args.raster, read_box_file(args.boxes, args.layer), OutputPaths(polygons=polygons),
+                             _segment_options(args, embedding_cache=True, prompt=mode),
+                             _Part(progress, n * step, (n + 0.8) * step), backend=backend)
+            job.prepare()
+            summary = job.run()
+            cached = int(summary.timings.get("cached_windows", 0))
+            print(f"{mode}: {summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; "
+                  f"{cached} of {summary.windows} window(s) from the embedding cache")
+            result = evaluate(polygons, args.reference, args.raster, key_field=args.key_field,
+                              class_field=args.reference_class_field, name=mode,
+                              unmatched_in_ap=args.unmatched_in_ap,
+                              progress=_Part(progress, (n + 0.8) * step, (n + 1) * step))
+            write_metrics_csv(result, os.path.join(folder, "metrics.csv"))
+            results[mode] = result
+    finally:
+        progress.close()
+    _print_comparison(results)
+    print(f"comparison: {write_comparison_csv(results, os.path.join(args.out_dir, 'comparison.csv'))}")
+    _grabcut_note(options.backend)
     return 0
 
 
@@ -161,12 +630,14 @@ def _download(args) -> int:
     return 0
 
 
+COMMANDS = {"segment": _segment, "import-annotations": _import_annotations, "report": _report,
+            "evaluate": _evaluate, "compare": _compare, "ablation": _ablation, "download-checkpoints": _download}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "segment":
-            return _segment(args)
-        return _download(args)
+        return COMMANDS[args.command](args)
     except Cancelled as exc:
         print(f"samrs: {exc}", file=sys.stderr)
         return EXIT_CANCELLED

@@ -32,7 +32,7 @@ def test_cli_segments_with_grabcut_and_names_outputs_after_the_raster(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Backend: grabcut" in result.stdout and "not SAM" in result.stdout
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".aux.xml")) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith((".aux.xml", ".qml"))) == [  # sidecars aside
         "tile_instances.tif", "tile_masks.gpkg", "tile_semantic.tif"]
     assert len(read_features(out / "tile_masks.gpkg")) == len(objects)
 

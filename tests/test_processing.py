@@ -404,7 +404,7 @@ def test_class_factory_and_init_processing_register_the_provider_fresh(tmp_path)
         plugin.initProcessing()
         alg = registry.algorithmById("{ALG}")
         out = dict(before=before, constructed=constructed, provider=registry.providerById("samrs").id(),
-                   algs=[a.id() for a in registry.providerById("samrs").algorithms()],
+                   algs=sorted(a.id() for a in registry.providerById("samrs").algorithms()),
                    icon=not alg.icon().isNull(), help=len(alg.shortHelpString()), torch="torch" in sys.modules)
         plugin.unload()
         out["after_unload"] = registry.algorithmById("{ALG}") is not None
@@ -414,7 +414,8 @@ def test_class_factory_and_init_processing_register_the_provider_fresh(tmp_path)
                           timeout=120, cwd=tempfile.gettempdir())
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"before": False, "constructed": False, "provider": "samrs", "algs": [ALG], "icon": True,
+    assert out == {"before": False, "constructed": False, "provider": "samrs",
+                   "algs": ["samrs:datasetreport", "samrs:evaluate", "samrs:importannotations", ALG], "icon": True,
                    "help": out["help"], "torch": False, "after_unload": False}
     assert out["help"] > 200
 

@@ -1,0 +1,159 @@
+"""``samrs:datasetreport`` — Dataset statistics report (HTML and CSV).
+
+Maps Processing parameters onto :mod:`samrs_qgis.report`: one subset per dataset folder (or per subfolder
+of a folder of subsets) and per polygon layer.
+"""
+from __future__ import annotations
+
+import os
+
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterString)
+
+from ..samrs_qgis.annotations import DATASET_CLASSES
+from .base import SamrsAlgorithm
+from .qgis_adapters import FeedbackProgress, engine_errors, vector_layer_location
+
+NO_CLASS_LIST = "none (classes from the layers)"
+DEFAULT_TITLE = "SAMRS dataset statistics"
+
+HELP = """<p>Statistics of segmentation results per subset, as SAMRS tabulated its subsets: instances per class,
+pixels per class, the distribution of mask sizes, SAM's scores and the boxes' statuses, as one self-contained
+HTML report (shown in the Results Viewer) and, optionally, CSV tables.</p>
+<p><b>Dataset folder</b>: an output folder of the dataset segmentation (manifest.json, geo/*.gpkg,
+class_index/*.png), or a folder whose subfolders are such folders (train/, val/, …), one subset each, named
+after the folder. <b>Polygon layers</b>: mask polygon layers written by <i>Segment detection boxes with SAM</i>,
+one subset each, named after the layer.</p>
+<p>An <i>instance</i> is a feature with status ok and area_px &gt; 0. Areas are in pixels of the segmented
+raster. Pixels per class come from class rasters where the folder has them, else from the masks' area_px.
+The <b>class list</b> (a dataset's, or comma-separated names) fixes the class ids; without it they come from
+the layers.</p>"""
+
+
+class DatasetReportAlgorithm(SamrsAlgorithm):
+    HELP = HELP
+    GROUP = ("Datasets", "datasets")
+    FOLDER = "FOLDER"
+    LAYERS = "LAYERS"
+    DATASET = "DATASET"
+    CLASSES = "CLASSES"
+    TITLE = "TITLE"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    OUTPUT_CSV = "OUTPUT_CSV"
+
+    def name(self):
+        return "datasetreport"
+
+    def displayName(self):  # noqa: N802
+        return "Dataset statistics report"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            self.FOLDER, "Dataset folder (or a folder of subset folders)",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.LAYERS, "Mask polygon layers (one subset each)", QgsProcessing.TypeVectorPolygon, optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            self.CLASSES, "Class list, comma-separated (ids by position; instead of a dataset list)", optional=True))
+        self.add_advanced(QgsProcessingParameterString(self.TITLE, "Report title", defaultValue=DEFAULT_TITLE))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, "Report", "HTML files (*.html)"))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT_CSV, "Folder for CSV tables", optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber("SUBSET_COUNT", "Subsets"))
+        self.addOutput(QgsProcessingOutputNumber("BOX_COUNT", "Boxes (all statuses)"))
+        self.addOutput(QgsProcessingOutputNumber("INSTANCE_COUNT", "Instances"))
+        self.addOutput(QgsProcessingOutputNumber("CLASS_COUNT", "Classes"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        if not (self.parameterAsFile(parameters, self.FOLDER, context) or parameters.get(self.LAYERS)):
+            return False, "Give a dataset folder or mask polygon layers."
+        if self.parameterAsEnum(parameters, self.DATASET, context) and \
+                self.parameterAsString(parameters, self.CLASSES, context).strip():
+            return False, "Give a dataset class list or a comma-separated class list, not both."
+        return super().checkParameterValues(parameters, context)
+
+    def _class_names(self, parameters, context):
+        from ..samrs_qgis.classes import parse_class_list
+
+        index = self.parameterAsEnum(parameters, self.DATASET, context)
+        if index:
+            return dict(enumerate(DATASET_CLASSES[list(DATASET_CLASSES)[index - 1]]))
+        names = parse_class_list(self.parameterAsString(parameters, self.CLASSES, context))
+        return dict(enumerate(names)) if names else None
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..samrs_qgis.cli import dataset_subsets
+        from ..samrs_qgis.report import collect_statistics, result_set_from_folder, write_report
+
+        class_names = self._class_names(parameters, context)
+        inputs = []  # (name, folder or None, layer path or None)
+        folder = self.parameterAsFile(parameters, self.FOLDER, context)
+        with engine_errors():
+            if folder:
+                inputs += [(name, path, None) for name, path in dataset_subsets(folder)]
+        for layer in self.parameterAsLayerList(parameters, self.LAYERS, context):
+            path, layer_name = vector_layer_location(layer, "mask polygon layer")
+            if layer_name and layer_name != "masks":
+                self._check_single_layer(path, layer_name, layer.name())
+            inputs.append((layer.name(), None, path))
+        progress = FeedbackProgress(feedback)
+        subsets = {}
+        with engine_errors():
+            for n, (name, subset_folder, layer_path) in enumerate(inputs):
+                feedback.pushInfo(f"Subset {name}: {subset_folder or layer_path}")
+                part = _Part(progress, n / len(inputs), 0.95 * (n + 1) / len(inputs))
+                if subset_folder:
+                    stats = collect_statistics(result_set_from_folder(subset_folder), class_names=class_names,
+                                               progress=part)
+                else:
+                    stats = collect_statistics([layer_path], class_names=class_names, progress=part,
+                                               source=layer_path)
+                unique, k = name, 2
+                while unique in subsets:
+                    unique, k = f"{name}#{k}", k + 1
+                subsets[unique] = stats
+            progress.check_cancelled()
+            html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+            csv_folder = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) or None
+            files = write_report(subsets, html, csv_folder,
+                                 title=self.parameterAsString(parameters, self.TITLE, context) or DEFAULT_TITLE)
+        feedback.setProgress(100)
+        for name, stats in subsets.items():
+            feedback.pushInfo(f"{name}: {stats.boxes} boxes, {stats.instances} instances in "
+                              f"{len(stats.class_names)} class(es), {stats.images} image(s)")
+        classes = set()
+        for stats in subsets.values():
+            classes |= {n for i, n in stats.class_names.items() if stats.instances_per_class.get(i)}
+        return {self.OUTPUT_HTML: files.html, self.OUTPUT_CSV: csv_folder, "SUBSET_COUNT": len(subsets),
+                "BOX_COUNT": sum(s.boxes for s in subsets.values()),
+                "INSTANCE_COUNT": sum(s.instances for s in subsets.values()), "CLASS_COUNT": len(classes)}
+
+    @staticmethod
+    def _check_single_layer(path: str, layer_name: str, display: str) -> None:
+        """The report reads a file's 'masks' layer, or its only layer: refuse another layer of a multi-layer file."""
+        import fiona
+
+        try:
+            layers = fiona.listlayers(path)
+        except Exception:  # noqa: BLE001 - the engine reports unreadable files itself
+            return
+        if len(layers) > 1:
+            raise QgsProcessingException(
+                f"Layer '{display}' is layer '{layer_name}' of '{path}', which holds several layers; the report "
+                "reads a file's 'masks' layer or its only layer. Save the layer to a GeoPackage of its own.")
+
+
+class _Part(FeedbackProgress):
+    """One subset's share of the progress bar."""
+
+    def __init__(self, outer: FeedbackProgress, start: float, end: float):
+        super().__init__(outer.feedback)
+        self.start, self.end = start, end
+
+    def set_fraction(self, fraction: float) -> None:
+        super().set_fraction(self.start + (self.end - self.start) * fraction)

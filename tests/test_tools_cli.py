@@ -1,0 +1,194 @@
+"""The command line of the tools: ``import-annotations``, ``report``, ``evaluate``, ``compare``, ``ablation``
+and ``segment``'s prompt and post-processing options, run as ``python -m samrs_qgis`` from the checkout; bad
+input exits with status 2 and one clear line."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tools_data as td
+from support import read_features
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "samrs_qgis", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def bad(result, *phrases):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+    return result
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# -- import-annotations ---------------------------------------------------------------------------
+
+def test_import_annotations(tmp_path):
+    folder = tmp_path / "labelTxt"
+    folder.mkdir()
+    (folder / "a.txt").write_text(td.DOTA_A)
+    (folder / "b.txt").write_text(td.DOTA_B)
+    raster = td.scene_raster(tmp_path / "scene.tif")
+    out = tmp_path / "boxes.gpkg"
+    result = ok(run_cli("import-annotations", folder, "--out", out, "--image", raster, "--dataset", "dota1.0"))
+    assert "Imported 4 box(es) from 2 file(s)" in result.stdout and "1 problem(s)" in result.stdout
+    assert f"problem: {folder / 'a.txt'}:5:" in result.stderr
+    rows = read_features(out, layer="boxes")
+    assert [(r["class_name"], r["class_id"]) for r in rows] == [("storage-tank", 2), ("swimming-pool", 14),
+                                                                 ("storage-tank", 2), ("plane", 0)]
+    bad(run_cli("import-annotations", tmp_path / "missing.txt", "--out", tmp_path / "x.gpkg"), "does not exist")
+    bad(run_cli("import-annotations", folder, "--out", tmp_path / "x.shp"), "must be a GeoPackage")
+    assert not (tmp_path / "x.gpkg").exists()
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def test_report_of_named_subsets(tmp_path):
+    root = tmp_path / "dataset"
+    td.write_dataset_folder(root / "train", layers=2)
+    td.write_dataset_folder(root / "val", layers=1)
+    layer = td.write_mask_layer(tmp_path / "extra.gpkg")
+    html, tables = tmp_path / "r" / "report.html", tmp_path / "r" / "csv"
+    result = ok(run_cli("report", root, f"more={layer}", "--html", html, "--csv-dir", tables, "--quiet"))
+    assert "train: 6 boxes, 4 instances" in result.stdout and "more: 3 boxes, 2 instances" in result.stdout
+    assert html.is_file() and "val" in html.read_text(encoding="utf-8")
+    summary = {r["subset"]: r for r in read_csv(tables / "summary.csv")}
+    assert set(summary) == {"train", "val", "more"} and summary["val"]["instances"] == "2"
+    bad(run_cli("report", tmp_path / "nowhere", "--html", tmp_path / "x.html"), "does not exist")
+    bad(run_cli("report", f"all={root}", "--html", tmp_path / "x.html"), "names a folder of 2 subsets")
+    assert not (tmp_path / "x.html").exists()
+
+
+# -- evaluate / compare ---------------------------------------------------------------------------
+
+def test_evaluate_one_image_pairs_and_folders(tmp_path):
+    grid = td.scene_raster(tmp_path / "scene.tif")
+    produced, reference = td.write_squares(tmp_path)
+    metrics, per_instance = tmp_path / "metrics.csv", tmp_path / "instances.csv"
+    result = ok(run_cli("evaluate", produced, reference, "--grid", grid, "--class-field", "kind", "--metrics", metrics,
+                        "--instances-csv", per_instance, "--quiet"))
+    assert "2 instances in 1 image(s)" in result.stdout
+    overall = {r["class"]: r for r in read_csv(metrics)}["(all)"]
+    assert float(overall["mean_iou"]) == pytest.approx(td.MEAN_IOU, abs=1e-6)
+    assert float(overall["weighted_iou"]) == pytest.approx(td.WEIGHTED_IOU, abs=1e-6)
+    assert float(overall["ap"]) == pytest.approx(td.AP, abs=1e-6)
+    assert float(overall["ap50"]) == pytest.approx(td.AP50, abs=1e-6)
+    assert len(read_csv(per_instance)) == 2
+
+    # a dataset of two images, as repeated --pair (the second with an instance raster and no grid)
+    raster = td.write_instance_raster(tmp_path / "tile_instances.tif")
+    result = ok(run_cli("evaluate", "--pair", produced, reference, grid, "--pair", raster, reference,
+                        "--class-field", "kind", "--metrics", metrics, "--quiet"))
+    assert "4 instances in 2 image(s)" in result.stdout
+    overall = {r["class"]: r for r in read_csv(metrics)}["(all)"]
+    assert float(overall["mean_iou"]) == pytest.approx(td.MEAN_IOU, abs=1e-6)
+
+    # folders matched by name: tile_masks.gpkg <-> tile.gpkg, grid tile.tif
+    for name in ("prod", "ref", "grid"):
+        (tmp_path / name).mkdir()
+    td.write_squares(tmp_path / "prod", prefix="x")  # writes xproduced.gpkg and xreference.gpkg
+    (tmp_path / "prod" / "xproduced.gpkg").rename(tmp_path / "prod" / "tile_masks.gpkg")
+    (tmp_path / "prod" / "xreference.gpkg").rename(tmp_path / "ref" / "tile.gpkg")
+    td.scene_raster(tmp_path / "grid" / "tile.tif")
+    result = ok(run_cli("evaluate", tmp_path / "prod", tmp_path / "ref", "--grid", tmp_path / "grid",
+                        "--class-field", "kind", "--quiet"))
+    assert "2 instances in 1 image(s)" in result.stdout and "mean IoU 0.833" in result.stdout
+
+
+def test_evaluate_bad_input_exits_2(tmp_path):
+    produced, reference = td.write_squares(tmp_path)
+    bad(run_cli("evaluate", produced, reference), "No pixel grid")
+    bad(run_cli("evaluate", produced), "Give PRODUCED and REFERENCE")
+    bad(run_cli("evaluate", "--pair", produced), "--pair takes PRODUCED REFERENCE [GRID]")
+    bad(run_cli("evaluate", tmp_path / "none.gpkg", reference, "--grid", produced), "does not exist")
+
+
+def test_compare_named_produced_masks(tmp_path):
+    grid = td.scene_raster(tmp_path / "scene.tif")
+    produced, reference = td.write_squares(tmp_path)
+    perfect, _ = td.write_squares(tmp_path, prefix="perfect_",
+                                  produced=[s[:4] + (0.9,) for s in td.REF_SQUARES])
+    out = tmp_path / "comparison.csv"
+    ok(run_cli("compare", f"offset={produced}", f"perfect={perfect}", "--reference", reference, "--grid", grid,
+               "--class-field", "kind", "--out", out, "--quiet"))
+    rows = read_csv(out)
+    assert [r["name"] for r in rows] == ["offset", "perfect"]
+    assert float(rows[0]["mean_iou"]) == pytest.approx(td.MEAN_IOU, abs=1e-6)
+    assert float(rows[1]["mean_iou"]) == pytest.approx(1.0) and float(rows[1]["ap"]) == pytest.approx(1.0)
+    bad(run_cli("compare", produced, "--reference", reference, "--grid", grid, "--out", out), "has no name")
+
+
+# -- ablation -------------------------------------------------------------------------------------
+
+def test_ablation_with_tiny_sam_encodes_once(tmp_path, tiny_sam_checkpoint):
+    raster = td.scene_raster(tmp_path / "scene.tif")
+    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
+    reference = td.reference_discs(tmp_path / "reference.gpkg")
+    out = tmp_path / "ablation"
+    result = ok(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", out, "--checkpoint",
+                        tiny_sam_checkpoint, "--device", "cpu", "--prompts", "box,point,box+point",
+                        "--cache-dir", tmp_path / "cache", "--class-field", "label", "--quiet"))
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("box: 3 boxes") and "0 of 1 window(s) from the embedding cache" in line
+               for line in lines), result.stdout
+    for mode in ("point", "box+point"):  # the encoder ran once: the other modes read its embedding
+        assert any(line.startswith(f"{mode}: 3 boxes") and "1 of 1 window(s)" in line for line in lines), result.stdout
+    rows = read_csv(out / "comparison.csv")
+    assert [r["name"] for r in rows] == ["box", "point", "box+point"]
+    assert all(r["instances"] == "3" and 0 <= float(r["mean_iou"]) <= 1 for r in rows)
+    for mode in ("box", "point", "box+point"):
+        assert (out / mode / "scene_masks.gpkg").is_file() and (out / mode / "metrics.csv").is_file()
+
+
+def test_ablation_with_grabcut(tmp_path):
+    raster = td.scene_raster(tmp_path / "scene.tif")
+    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
+    reference = td.reference_discs(tmp_path / "reference.gpkg")
+    out = tmp_path / "ablation"
+    result = ok(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", out,
+                        "--reference-class-field", "kind", "--quiet"))
+    assert "not SAM" in result.stdout
+    rows = read_csv(out / "comparison.csv")
+    assert [r["name"] for r in rows] == ["box"]  # GrabCut takes the box prompt only
+    assert float(rows[0]["mean_iou"]) > 0.7  # high-contrast discs
+    bad(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", tmp_path / "a2",
+                "--prompts", "box,point"), "grabcut backend takes the prompt modes box", "not point")
+    bad(run_cli("ablation", raster, boxes, "--reference", tmp_path / "none.gpkg", "--out-dir", tmp_path / "a3"),
+        "do not exist")
+    assert not (tmp_path / "a2").exists() and not (tmp_path / "a3").exists()
+
+
+# -- segment: prompt and post-processing ----------------------------------------------------------
+
+def test_segment_prompt_and_post_processing_options(tmp_path, tiny_sam_checkpoint):
+    raster = td.scene_raster(tmp_path / "scene.tif")
+    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
+    ok(run_cli("segment", raster, boxes, "--polygons", tmp_path / "p.gpkg", "--checkpoint", tiny_sam_checkpoint,
+               "--device", "cpu", "--prompt", "point", "--quiet"))
+    assert len(read_features(tmp_path / "p.gpkg")) == len(td.DISCS)
+    ok(run_cli("segment", raster, boxes, "--polygons", tmp_path / "g.gpkg", "--fill-holes", "--keep-largest",
+               "--min-island-px", "20", "--quiet"))
+    for row in read_features(tmp_path / "g.gpkg"):
+        if row["status"] == "ok":
+            assert len(list(getattr(row["geometry"], "geoms", [row["geometry"]]))) == 1
+    bad(run_cli("segment", raster, boxes, "--polygons", tmp_path / "x.gpkg", "--prompt", "point"),
+        "grabcut backend takes the prompt modes box")
+    result = run_cli("segment", raster, boxes, "--polygons", tmp_path / "x.gpkg", "--min-island-px", "-3")
+    assert result.returncode == 2 and "0 or more" in result.stderr
+    assert not (tmp_path / "x.gpkg").exists()
