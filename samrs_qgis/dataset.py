@@ -1,0 +1,522 @@
+"""Segmenting a whole detection dataset: a folder of images plus a folder of annotation files in, SAM masks
+for every annotated box out, in the SAMRS layout, resumable.
+
+Output folder (``<stem>`` = the image's file name without extension; with ``recursive`` its path relative
+to the image folder, with ``/``):
+
+* ``boxes/<stem>.gpkg`` — the image's annotations as a box layer (layer ``boxes``, field ``class_name``),
+  placed on the map by the image's geotransform (pixel space for images without one; see
+  :mod:`.annotations.georef`);
+* ``geo/<stem>_instances.tif``, ``geo/<stem>_semantic.tif``, ``geo/<stem>.gpkg`` (layer ``masks``) — the
+  pipeline's outputs on the image's grid (see README "Outputs");
+* ``class_index/<stem>.png``, ``colour/<stem>.png``, ``instances/<stem>.json`` — SAMRS's per-image files
+  (see :mod:`.samrs_format`);
+* ``coco_instances.json`` — COCO instances of the whole dataset, built at the end of a completed run from
+  the instance files (so it is whole after a resume too);
+* ``manifest.json`` — ``classes`` (names, index = class id), ``background``, ``dataset`` (class list name or
+  null), ``settings`` (the SegmentOptions used) and ``images``: ``<stem>`` -> ``status`` (``done``, ``failed``,
+  ``no_boxes``, ``no_annotations``; ``pending`` while not yet processed), ``boxes``, ``status_counts``,
+  ``error``, ``seconds``, ``width``/``height`` (pixels), annotation ``problems``.
+
+Class ids are fixed for the whole dataset before any image is segmented: by position in a dataset class
+list (``dataset="dota2.0"``), else by sorted class name over all annotation files (every file is read first).
+
+Resume: an image whose manifest entry is ``done`` and whose files all exist is skipped; every other image
+is (re)done, its old files removed first. When the classes or the result-deciding settings differ from the
+manifest's, every image is done again. Outputs are written under temporary names and moved into place, and
+the manifest is updated after each image, so an interrupted run followed by a rerun gives the outputs of one
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List, Optional, Tuple
+
+from .annotations import (ClassList, dataset_classes, find_annotation_file, image_frame, read_annotation_file,
+                          write_box_layer)
+from .annotations.model import Annotation, Problem
+from .boxes import read_box_file
+from .classes import ClassCatalog
+from .errors import Cancelled, InputError, SamrsError
+from .pipeline import OutputPaths, SegmentJob, SegmentOptions, make_backend
+from .progress import Progress
+from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
+from .transaction import OutputTransaction
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+BOX_LAYER = "boxes"
+CLASS_FIELD = "class_name"
+MANIFEST = "manifest.json"
+COCO_FILE = "coco_instances.json"
+DONE, FAILED, NO_BOXES, NO_ANNOTATIONS, PENDING = "done", "failed", "no_boxes", "no_annotations", "pending"
+# Settings that change speed or caching but not masks: a resume with other values keeps the done images.
+NON_RESULT_SETTINGS = ("batch_size", "embedding_cache", "cache_dir", "cache_limit_mb", "compile_decoder")
+MAX_PROBLEMS = 20  # annotation problems listed per image in the manifest (all are counted)
+MANIFEST_OVERHEAD = 0.05  # the manifest is rewritten at most this fraction of the run time (big datasets)
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One image of the dataset: ``stem`` (its key and output name), ``path``, ``relative`` (path relative
+    to the image folder, ``/``-separated) and its annotation file (None when it has none)."""
+
+    stem: str
+    path: str
+    relative: str
+    annotation: Optional[str] = None
+    error: Optional[str] = None  # why its annotation file cannot be chosen (several candidates)
+
+
+@dataclass(frozen=True)
+class ImageOutputs:
+    """Every file written for one image."""
+
+    boxes: str
+    instances: str
+    semantic: str
+    polygons: str
+    class_index: str
+    colour: str
+    instance_file: str
+
+    @classmethod
+    def of(cls, output_dir: str, stem: str) -> "ImageOutputs":
+        stem = stem.replace("/", os.sep)
+        join = os.path.join
+        return cls(join(output_dir, "boxes", stem + ".gpkg"), join(output_dir, "geo", stem + "_instances.tif"),
+                   join(output_dir, "geo", stem + "_semantic.tif"), join(output_dir, "geo", stem + ".gpkg"),
+                   join(output_dir, "class_index", stem + ".png"), join(output_dir, "colour", stem + ".png"),
+                   join(output_dir, "instances", stem + ".json"))
+
+    def all(self) -> List[str]:
+        return list(asdict(self).values())
+
+    def results(self) -> List[str]:
+        """The files of a done image except the box layer (which failed images keep, for diagnosis)."""
+        return [p for p in self.all() if p != self.boxes]
+
+
+@dataclass
+class DatasetSummary:
+    """What a dataset run did. ``done``: images segmented in this run; ``skipped``: done in an earlier run
+    and kept; ``boxes`` and ``status_counts``: boxes of the images segmented in this run."""
+
+    images: int
+    done: int
+    skipped: int
+    failed: int
+    no_boxes: int
+    no_annotations: int
+    boxes: int
+    status_counts: Dict[str, int]
+    classes: List[str]
+    backend: str
+    seconds: float
+    output_dir: str
+    manifest: str
+    coco: str
+    failures: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())) or "none"
+        lines = [f"Images: {self.images} — {self.done} segmented, {self.skipped} already done, {self.failed} failed, "
+                 f"{self.no_boxes} without boxes, {self.no_annotations} without annotation file",
+                 f"Boxes segmented: {self.boxes} ({counts}) in {self.seconds:.1f} s; backend: {self.backend or 'not loaded'}",
+                 f"Classes: {len(self.classes)}", f"Output folder: {self.output_dir}",
+                 f"Manifest: {self.manifest}", f"COCO: {self.coco}"]
+        lines += [f"  failed {stem}: {error}" for stem, error in sorted(self.failures.items())]
+        return "\n".join(lines)
+
+
+def list_images(folder: str, recursive: bool = False, exclude: Optional[str] = None) -> List[Tuple[str, str]]:
+    """``(path, relative)`` of the images in ``folder`` (by extension, case-insensitive, hidden files left
+    out), sorted by relative path; ``exclude``: a folder whose contents are never listed (the output folder)."""
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"The image folder '{folder}' does not exist or is not a folder. Give the folder "
+                         "holding the dataset's images.")
+    exclude = os.path.abspath(exclude) if exclude else None
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(root, d) != exclude)
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                path = os.path.join(root, name)
+                found.append((path, os.path.relpath(path, folder).replace(os.sep, "/")))
+        if not recursive:
+            break
+    return sorted(found, key=lambda item: item[1])
+
+
+class _ImageProgress(Progress):
+    """The progress of one image's job mapped into that image's slice of the dataset's progress: the job's
+    0..1 becomes ``(start + fraction * weight) / total``; messages are prefixed ``image k/n: <stem>:``."""
+
+    def __init__(self, parent: Progress, prefix: str, start: float, weight: float, total: float):
+        self.parent, self.prefix, self.start, self.weight, self.total = parent, prefix, start, weight, total
+
+    def set_fraction(self, fraction: float) -> None:
+        self.parent.set_fraction(min(1.0, (self.start + max(0.0, min(1.0, fraction)) * self.weight) / self.total))
+
+    def info(self, message: str) -> None:
+        self.parent.info(f"{self.prefix}{message}")
+
+    def warning(self, message: str) -> None:
+        self.parent.warning(f"{self.prefix}{message}")
+
+    def is_cancelled(self) -> bool:
+        return self.parent.is_cancelled()
+
+
+class DatasetJob:
+    """One run over a dataset. ``prepare()`` lists the images, reads every annotation file for the classes
+    and checks the options (no model is loaded); ``run()`` segments the images not done yet.
+
+    ``options`` is shared by all images; its ``class_field``/``class_names``/``id_field`` are set by the job
+    (``class_name``, the dataset's classes, none). ``dataset``: a class list name of
+    :data:`.annotations.DATASET_CLASSES`. ``backend``: a loaded backend to use; by default one is made with
+    :func:`.pipeline.make_backend` on the first image that has boxes and used for every image.
+    """
+
+    def __init__(self, images_dir: str, annotations_dir: str, output_dir: str,
+                 options: SegmentOptions = SegmentOptions(), dataset: Optional[str] = None,
+                 progress: Optional[Progress] = None, annotation_format: str = "auto", recursive: bool = False,
+                 backend=None):
+        self.images_dir = os.path.abspath(images_dir)
+        self.annotations_dir = os.path.abspath(annotations_dir)
+        self.output_dir = os.path.abspath(output_dir)
+        self.options = options
+        self.dataset = dataset
+        self.progress = progress or Progress()
+        self.annotation_format = annotation_format
+        self.recursive = recursive
+        self.backend = backend
+        self.images: List[DatasetImage] = []
+        self.classes: List[str] = []
+        self.class_list: Optional[ClassList] = None
+        self.weights: Dict[str, int] = {}  # stem -> annotated objects (progress weight)
+        self.manifest: Dict = {}
+        self._prepared = False
+        self._last_save = self._save_cost = 0.0
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.output_dir, MANIFEST)
+
+    @property
+    def coco_path(self) -> str:
+        return os.path.join(self.output_dir, COCO_FILE)
+
+    # -- checks -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        if not os.path.isdir(self.annotations_dir):
+            raise InputError(f"The annotation folder '{self.annotations_dir}' does not exist or is not a folder. "
+                             "Give the folder holding the annotation files (DOTA .txt, VOC/FAIR1M/HRSC .xml, .csv).")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise InputError(f"The output folder '{self.output_dir}' is a file. Give a folder.")
+        self.class_list = dataset_classes(self.dataset) if self.dataset else None
+        listed = list_images(self.images_dir, self.recursive, exclude=self.output_dir)
+        if not listed:
+            raise InputError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in '{self.images_dir}'"
+                             f"{' or its subfolders' if self.recursive else ''}.")
+        stems = Counter(os.path.splitext(rel)[0] for _, rel in listed)
+        clashes = sorted(s for s, n in stems.items() if n > 1)
+        if clashes:
+            raise InputError(f"Several images share the name {clashes[0]!r} (different extensions) in "
+                             f"'{self.images_dir}'; their outputs would collide. Keep one image per name.")
+        self.images = [self._find_annotation(path, rel) for path, rel in listed]
+        self.classes = self._scan_classes()
+        background = self.options.background
+        if background < len(self.classes):
+            raise InputError(f"The background value {background} is the id of class '{self.classes[background]}'; "
+                             f"choose a background value of {len(self.classes)} or more (255 by default).")
+        self.job_options = replace(self.options, class_field=CLASS_FIELD, id_field=None,
+                                   class_names=list(self.classes) or None)
+        self.manifest = self._start_manifest()
+        self._prepared = True
+
+    def _find_annotation(self, path: str, relative: str) -> DatasetImage:
+        stem = os.path.splitext(relative)[0]
+        folders = [os.path.normpath(os.path.join(self.annotations_dir, os.path.dirname(relative))),
+                   self.annotations_dir]
+        try:
+            for folder in dict.fromkeys(folders):  # the mirrored subfolder first, then the top folder
+                found = find_annotation_file(path, folder, self.annotation_format) if os.path.isdir(folder) else None
+                if found:
+                    return DatasetImage(stem, path, relative, found)
+        except InputError as exc:
+            return DatasetImage(stem, path, relative, error=str(exc))
+        return DatasetImage(stem, path, relative)
+
+    def _scan_classes(self) -> List[str]:
+        """Read every annotation file once: the dataset's classes (names by id) and each image's weight."""
+        annotated = [image for image in self.images if image.annotation]
+        self.progress.info(f"{len(self.images)} images, {len(annotated)} with an annotation file; reading them "
+                           "for the classes")
+        self.weights = {image.stem: 0 for image in self.images}
+        found = set()
+        for image in annotated:
+            self.progress.check_cancelled()
+            result = read_annotation_file(image.annotation, self.annotation_format, image_name=image.path)
+            self.weights[image.stem] = len(result.annotations)
+            found.update(a.class_name for a in result.annotations)
+        if self.class_list is not None:
+            return list(self.class_list.names)
+        return [name for _, name in ClassCatalog.build(found, "str").as_list()] if found else []
+
+    def _settings(self) -> Dict:
+        settings = {k: v for k, v in asdict(self.job_options).items() if k != "class_names"}
+        return json.loads(json.dumps(settings, default=str))  # as the manifest holds them (tuples -> lists)
+
+    def _start_manifest(self) -> Dict:
+        """The manifest to continue: the earlier run's entries when its classes and result settings match
+        this run's, else every image pending."""
+        manifest = {"classes": list(self.classes), "background": self.options.background,
+                    "dataset": self.class_list.key if self.class_list else None, "settings": self._settings(),
+                    "images": {image.stem: {"status": PENDING} for image in self.images}}
+        try:
+            with open(self.manifest_path, encoding="utf-8") as fh:
+                earlier = json.load(fh)
+        except FileNotFoundError:
+            return manifest
+        except (OSError, ValueError) as exc:
+            self.progress.warning(f"The manifest '{self.manifest_path}' cannot be read ({exc}); every image is "
+                                  "segmented again.")
+            return manifest
+
+        def result_settings(settings) -> Dict:
+            return {k: v for k, v in (settings or {}).items() if k not in NON_RESULT_SETTINGS}
+
+        same = (isinstance(earlier, dict) and earlier.get("classes") == manifest["classes"]
+                and earlier.get("background") == manifest["background"]
+                and result_settings(earlier.get("settings")) == result_settings(manifest["settings"]))
+        if not same:
+            self.progress.info("The classes or settings differ from the earlier run in this folder; "
+                               "every image is segmented again.")
+            return manifest
+        for stem, entry in (earlier.get("images") or {}).items():
+            if stem in manifest["images"] and isinstance(entry, dict):
+                manifest["images"][stem] = entry
+        return manifest
+
+    def is_done(self, image: DatasetImage) -> bool:
+        """Done in an earlier run, with all its files in place."""
+        entry = self.manifest["images"].get(image.stem, {})
+        return entry.get("status") == DONE and all(os.path.isfile(p) for p in
+                                                    ImageOutputs.of(self.output_dir, image.stem).all())
+
+    # -- work -------------------------------------------------------------------------------------
+    def run(self) -> DatasetSummary:
+        if not self._prepared:
+            self.prepare()
+        started = time.perf_counter()
+        n = len(self.images)
+        total = float(sum(max(1, w) for w in self.weights.values()))  # an image without boxes still advances
+        position = 0.0
+        tally: Counter = Counter()
+        box_counts: Counter = Counter()
+        failures: Dict[str, str] = {}
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._save_manifest(force=True)
+        try:
+            for k, image in enumerate(self.images, 1):
+                self.progress.check_cancelled()
+                prefix = f"image {k}/{n}: {image.stem}: "
+                weight = max(1, self.weights[image.stem])
+                if self.is_done(image):
+                    tally["skipped"] += 1
+                    self.progress.info(prefix + "done in an earlier run, kept")
+                else:
+                    sub = _ImageProgress(self.progress, prefix, position, weight, total)
+                    entry = self._process(image, sub)
+                    self.manifest["images"][image.stem] = entry
+                    self._save_manifest()
+                    tally[entry["status"]] += 1
+                    if entry["status"] == DONE:
+                        box_counts.update(entry["status_counts"])
+                        sub.info(f"done, {entry['boxes']} boxes ({_counts(entry['status_counts'])}), "
+                                 f"{entry['seconds']:.1f} s")
+                    elif entry["status"] == FAILED:
+                        failures[image.stem] = entry["error"]
+                        sub.warning(f"failed: {entry['error']}")
+                    else:
+                        sub.info("no annotation file" if entry["status"] == NO_ANNOTATIONS else "no boxes")
+                position += weight
+                self.progress.set_fraction(min(1.0, position / total))
+            self.progress.check_cancelled()
+            self._write_coco()
+        finally:
+            self._save_manifest(force=True)  # also after a cancellation or an error: it lists finished work
+        return DatasetSummary(images=n, done=tally[DONE], skipped=tally["skipped"], failed=tally[FAILED],
+                              no_boxes=tally[NO_BOXES], no_annotations=tally[NO_ANNOTATIONS],
+                              boxes=sum(box_counts.values()), status_counts=dict(box_counts),
+                              classes=list(self.classes), backend=self.backend.describe() if self.backend else "",
+                              seconds=time.perf_counter() - started, output_dir=self.output_dir,
+                              manifest=self.manifest_path, coco=self.coco_path, failures=failures)
+
+    def _process(self, image: DatasetImage, progress: Progress) -> Dict:
+        """Segment one image and write its files; returns its manifest entry. Per-image errors become a
+        ``failed`` entry; cancellation and errors loading the backend stop the run."""
+        started = time.perf_counter()
+        outputs = ImageOutputs.of(self.output_dir, image.stem)
+        self.manifest["images"][image.stem] = {"status": PENDING}
+        for path in outputs.all():  # a clean slate: no stale file may outlive this image's new status
+            _remove_with_sidecars(path)
+        entry: Dict = {}
+        try:
+            entry, annotations, frame = self._import(image, outputs)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad image or annotation file must not stop the dataset
+            return self._failed(entry, exc, started)
+        if entry["status"] != PENDING:
+            entry["seconds"] = round(time.perf_counter() - started, 3)
+            return entry
+        progress.info(f"{len(annotations)} boxes")
+        if self.backend is None:
+            self.backend = make_backend(self.options)  # once for the whole dataset: the model stays loaded
+        try:
+            job = SegmentJob(image.path, read_box_file(outputs.boxes, BOX_LAYER),
+                             OutputPaths(outputs.instances, outputs.semantic, outputs.polygons),
+                             self.job_options, progress, backend=self.backend)
+            job.prepare()
+            summary = job.run()
+            self._write_samrs_files(outputs, frame, [a.corners for a in annotations])
+        except (Cancelled, KeyboardInterrupt):
+            for path in outputs.results():
+                _remove_with_sidecars(path)
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the next image
+            for path in outputs.results():
+                _remove_with_sidecars(path)
+            return self._failed(entry, exc, started)
+        entry.update(status=DONE, boxes=summary.boxes, status_counts=dict(sorted(summary.status_counts.items())),
+                     seconds=round(time.perf_counter() - started, 3))
+        return entry
+
+    def _failed(self, entry: Dict, exc: Exception, started: float) -> Dict:
+        message = str(exc) if isinstance(exc, SamrsError) else f"{type(exc).__name__}: {exc}"
+        message = message.replace(self.output_dir + os.sep, "")  # our files by their place in the output folder
+        entry = dict(entry, status=FAILED, error=message, seconds=round(time.perf_counter() - started, 3))
+        entry.setdefault("boxes", 0)
+        return entry
+
+    def _import(self, image: DatasetImage, outputs: ImageOutputs):
+        """Read the image's annotations and write its box layer. Returns ``(entry, annotations, frame)``; the
+        entry's status is ``pending`` when there are boxes to segment."""
+        if image.error:
+            raise InputError(image.error)
+        frame = image_frame(image.path)  # InputError for an image GDAL cannot open
+        entry: Dict = {"status": PENDING, "boxes": 0, "width": frame.width, "height": frame.height}
+        if image.annotation is None:
+            return dict(entry, status=NO_ANNOTATIONS), [], frame
+        entry["annotation_file"] = os.path.relpath(image.annotation, self.annotations_dir).replace(os.sep, "/")
+        result = read_annotation_file(image.annotation, self.annotation_format, image_name=image.path)
+        whole_file = [p for p in result.problems if p.number is None]
+        if whole_file and not result.annotations:
+            raise InputError(f"The annotation file {whole_file[0]}")
+        annotations, problems = self._classify(result.annotations)
+        problems = sorted(result.problems + problems, key=lambda p: (p.number or 0, p.line or 0))
+        if problems:
+            entry["problem_count"] = len(problems)
+            entry["problems"] = [str(p) for p in problems[:MAX_PROBLEMS]]
+        if not annotations:
+            if problems:
+                raise InputError(f"No usable box in '{image.annotation}': {problems[0]}"
+                                 + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+            return dict(entry, status=NO_BOXES), [], frame
+        class_ids = {name: self.classes.index(name) for name in {a.class_name for a in annotations}}
+        write_box_layer(outputs.boxes, annotations, class_ids, frame.transform, frame.crs_wkt, BOX_LAYER)
+        entry["boxes"] = len(annotations)
+        return entry, annotations, frame
+
+    def _classify(self, annotations: List[Annotation]) -> Tuple[List[Annotation], List[Problem]]:
+        """Spell classes as the dataset list does (keeping the file's spelling as ``source_class``); objects of
+        classes outside the list are problems. Without a list every class is in ``self.classes``."""
+        if self.class_list is None:
+            return annotations, []
+        kept, problems = [], []
+        for a in annotations:
+            name = self.class_list.resolve(a.class_name)
+            if name is None:
+                problems.append(Problem(a.source, a.line, a.number, f"class '{a.class_name}' is not in the "
+                                        f"{self.class_list.key} class list; the object is left out"))
+                continue
+            a.attributes["source_class"], a.class_name = a.class_name, name
+            kept.append(a)
+        return kept, problems
+
+    def _write_samrs_files(self, outputs: ImageOutputs, frame, rboxes) -> None:
+        """The class-index and colour PNGs and the instance file, committed together."""
+        # The pipeline places the polygons with the transform the annotation layer used (georef.py's rule).
+        records = instance_records(outputs.polygons, frame.transform, frame.width, frame.height, rboxes,
+                                   self.classes)
+        transaction = OutputTransaction()
+        class_index = transaction.stage(outputs.class_index, "class index PNG")
+        colour = transaction.stage(outputs.colour, "colour PNG")
+        instance_file = transaction.stage(outputs.instance_file, "instance file")
+        try:
+            write_pngs(outputs.semantic, class_index, colour)
+            write_json_atomic(instance_file, records, compact=True)
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+
+    def _write_coco(self) -> None:
+        """``coco_instances.json`` from the instance files of every done image; images without boxes are
+        listed too (without annotations), failed ones left out. Image ids: 1-based position in the dataset."""
+        def images():
+            for image_id, image in enumerate(self.images, 1):
+                entry = self.manifest["images"].get(image.stem, {})
+                if entry.get("status") not in (DONE, NO_BOXES, NO_ANNOTATIONS) or "width" not in entry:
+                    continue
+                instances = []
+                if entry["status"] == DONE:
+                    with open(ImageOutputs.of(self.output_dir, image.stem).instance_file, encoding="utf-8") as fh:
+                        instances = json.load(fh)
+                yield {"id": image_id, "file_name": image.relative, "width": entry["width"],
+                       "height": entry["height"], "instances": instances}
+
+        write_json_atomic(self.coco_path, coco_dataset(images(), self.classes), compact=True)
+
+    def _save_manifest(self, force: bool = False) -> None:
+        """Write the manifest atomically. On big datasets rewriting it after every image would cost more than
+        the images (its size grows with them), so unless forced it is skipped while the time since the last
+        write is under 1/MANIFEST_OVERHEAD of what that write took; a crash then loses only recent entries,
+        whose images are simply done again. Writes taking under 10 ms (a few thousand images) always happen."""
+        now = time.perf_counter()
+        if not force and self._save_cost > 0.01 and now - self._last_save < self._save_cost / MANIFEST_OVERHEAD:
+            return
+        images = self.manifest["images"]
+        self.manifest["images"] = {image.stem: images[image.stem] for image in self.images}
+        write_json_atomic(self.manifest_path, self.manifest)
+        self._last_save = time.perf_counter()
+        self._save_cost = self._last_save - now
+
+
+def _counts(counts: Dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _remove_with_sidecars(path: str) -> None:
+    """Remove an output with GDAL's sidecars and the QGIS style (``<name>.qml``) the pipeline writes beside it."""
+    style = os.path.splitext(path)[0] + ".qml"
+    for candidate in dict.fromkeys(OutputTransaction._with_sidecars(path) + [style]):
+        if os.path.isfile(candidate):
+            os.remove(candidate)
+
+
+def segment_dataset(images_dir: str, annotations_dir: str, output_dir: str,
+                    options: SegmentOptions = SegmentOptions(), dataset: Optional[str] = None,
+                    progress: Optional[Progress] = None, annotation_format: str = "auto",
+                    recursive: bool = False, backend=None) -> DatasetSummary:
+    """Segment every annotated box of every image in ``images_dir`` (see :class:`DatasetJob`)."""
+    job = DatasetJob(images_dir, annotations_dir, output_dir, options, dataset, progress, annotation_format,
+                     recursive, backend)
+    job.prepare()
+    return job.run()
