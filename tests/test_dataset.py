@@ -106,15 +106,6 @@ def grabcut(**kwargs):
     return SegmentOptions(backend="grabcut", embedding_cache=False, **kwargs)
 
 
-class SeededGrabCut(GrabCutBackend):
-    """The GrabCut backend with OpenCV's random generator (GrabCut's k-means start) seeded per box, so a box's
-    mask does not depend on what ran before it in the process, as a resume comparison needs."""
-
-    def _segment_one(self, box):
-        self._cv2.setRNGSeed(0)
-        return super()._segment_one(box)
-
-
 def read_array(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -288,28 +279,28 @@ def same_outputs(out1, out2):
 def test_interrupted_runs_resume_to_the_same_outputs(run, tmp_path):
     images, labels = run["images"], run["labels"]
     reference, out = tmp_path / "reference", tmp_path / "out"
-    segment_dataset(images, labels, str(reference), grabcut(), backend=SeededGrabCut())
+    segment_dataset(images, labels, str(reference), grabcut(), backend=GrabCutBackend())
     with pytest.raises(Cancelled):  # cancelled while segmenting the second image
         segment_dataset(images, labels, str(out), grabcut(), progress=Recorder(cancel_at="image 2/7: b:"),
-                        backend=SeededGrabCut())
+                        backend=GrabCutBackend())
     manifest = load(out / "manifest.json")
     assert manifest["images"]["a"]["status"] == "done"
     assert {e["status"] for s, e in manifest["images"].items() if s != "a"} == {"pending"}
     assert not os.path.exists(out / "geo" / "b.gpkg") and not os.path.exists(out / "coco_instances.json")
 
     progress = Recorder()
-    summary = segment_dataset(images, labels, str(out), grabcut(), progress=progress, backend=SeededGrabCut())
+    summary = segment_dataset(images, labels, str(out), grabcut(), progress=progress, backend=GrabCutBackend())
     assert summary.skipped == 1 and "image 1/7: a: done in an earlier run, kept" in progress.messages
     same_outputs(reference, out)
 
     # A lost file makes its image be done again; the others are kept.
     os.remove(out / "class_index" / "b.png")
-    summary = segment_dataset(images, labels, str(out), grabcut(), backend=SeededGrabCut())
+    summary = segment_dataset(images, labels, str(out), grabcut(), backend=GrabCutBackend())
     assert summary.done == 1 and summary.skipped == 2  # b again; a and c kept
     same_outputs(reference, out)
 
     # Other result settings: everything is done again.
-    summary = segment_dataset(images, labels, str(out), grabcut(fill_holes=True), backend=SeededGrabCut())
+    summary = segment_dataset(images, labels, str(out), grabcut(fill_holes=True), backend=GrabCutBackend())
     assert summary.skipped == 0 and load(out / "manifest.json")["settings"]["fill_holes"] is True
 
 

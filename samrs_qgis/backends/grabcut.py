@@ -68,6 +68,7 @@ class GrabCutBackend(Backend):
         rect = (x0 - cx0, y0 - cy0, max(x1 - x0, 1), max(y1 - y0, 1))
         mask = seed_mask(crop.shape[:2], rect)
         try:
+            cv2.setRNGSeed(0)  # GrabCut starts from random k-means: seeded, a box's mask never depends on earlier boxes
             cv2.grabCut(crop, mask, None, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
                         self.iterations, cv2.GC_INIT_WITH_MASK)
             inside = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
