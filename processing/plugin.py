@@ -1,6 +1,6 @@
-"""The plugin object QGIS creates: registers the Processing provider and, in the GUI, a menu and toolbar
-entry that opens the main algorithm. ``iface`` is not touched while loading, so ``qgis_process`` can
-load the plugin headless."""
+"""The plugin object QGIS creates: registers the Processing provider and, in the GUI, menu and toolbar
+entries that open the main algorithm and the mask review dock. ``iface`` is not touched while loading,
+so ``qgis_process`` can load the plugin headless."""
 from __future__ import annotations
 
 from qgis.core import QgsApplication
@@ -15,6 +15,8 @@ class SamrsPlugin:
         self.iface = iface
         self.provider = None
         self.action = None
+        self.review_action = None
+        self.review_dock = None
 
     def initProcessing(self):  # noqa: N802 (QGIS's name)
         if self.provider is None:
@@ -31,17 +33,40 @@ class SamrsPlugin:
         self.action.triggered.connect(self.open_algorithm)
         self.iface.addPluginToMenu("&SAMRS", self.action)
         self.iface.addToolBarIcon(self.action)
+        self.review_action = QAction(QIcon(icon_path()), "Review masks…", self.iface.mainWindow())
+        self.review_action.setObjectName("samrsReviewMasks")
+        self.review_action.setCheckable(True)
+        self.review_action.toggled.connect(self.show_review)
+        self.iface.addPluginToMenu("&SAMRS", self.review_action)
+        self.iface.addToolBarIcon(self.review_action)
 
     def open_algorithm(self):
         import processing  # QGIS's Processing framework, imported only when the GUI asks
 
         processing.execAlgorithmDialog(MAIN_ALGORITHM, {})
 
+    def show_review(self, visible: bool):
+        """Show or hide the review dock (made on first use)."""
+        if self.review_dock is None:
+            from qgis.PyQt.QtCore import Qt
+
+            from ..gui.review_dock import ReviewDock
+
+            self.review_dock = ReviewDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.review_dock)
+            self.review_dock.visibilityChanged.connect(self.review_action.setChecked)
+        self.review_dock.setVisible(visible)
+
     def unload(self):
-        if self.action is not None:
-            self.iface.removePluginMenu("&SAMRS", self.action)
-            self.iface.removeToolBarIcon(self.action)
-            self.action = None
+        if self.review_dock is not None:
+            self.iface.removeDockWidget(self.review_dock)
+            self.review_dock.deleteLater()
+            self.review_dock = None
+        for action in (self.action, self.review_action):
+            if action is not None:
+                self.iface.removePluginMenu("&SAMRS", action)
+                self.iface.removeToolBarIcon(action)
+        self.action = self.review_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -73,3 +73,115 @@ def test_plugin_loads_in_the_qgis_desktop_and_opens_its_dialog(tmp_path):
         shutil.copy(png, artifacts / png.name.replace("result.json", "qgis-window"))
     assert result["loaded"] and result["action"] and result["menu"] and result["algorithm"], result
     assert any("Segment detection boxes with SAM" in t for t in result["dialogs"]), result
+
+
+REVIEW_SCRIPT = r'''
+import json, os
+import qgis.utils
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QAction, QApplication, QDockWidget
+
+result = {"steps": []}
+out = os.environ["SAMRS_GUI_RESULT"]
+masks_path = os.environ["SAMRS_MASKS"]
+
+def finish():
+    open(out, "w").write(json.dumps(result))
+    QgsApplication.exit(0)
+
+def snapshot(dock, layer):
+    feature = dock.session.current()
+    result["steps"].append({"current": None if feature is None else feature["instance_id"],
+                            "label": dock.mask_label.text(), "progress": dock.progress_label.text()})
+
+def run():
+    try:
+        window = qgis.utils.iface.mainWindow()
+        QgsProject.instance().addMapLayer(QgsRasterLayer(os.environ["SAMRS_RASTER"], "scene"))
+        layer = QgsVectorLayer(masks_path + "|layername=masks", "masks", "ogr")
+        QgsProject.instance().addMapLayer(layer)
+        actions = {a.objectName(): a for a in window.findChildren(QAction)}
+        result["action"] = "samrsReviewMasks" in actions
+        actions["samrsReviewMasks"].trigger()
+        dock = window.findChild(QDockWidget, "samrsReviewDock")
+        result["dock_visible"] = dock is not None and dock.isVisible()
+        dock.layer_box.setLayer(layer)
+        window.activateWindow()
+        QApplication.setActiveWindow(window)
+        dock.widget().setFocus()
+        QApplication.processEvents()
+        snapshot(dock, layer)
+        for key in (Qt.Key_A, Qt.Key_R, Qt.Key_2, Qt.Key_B, Qt.Key_N):
+            QTest.keyClick(QApplication.focusWidget() or dock.widget(), key)
+            QApplication.processEvents()
+            snapshot(dock, layer)
+        canvas = qgis.utils.iface.mapCanvas()
+        result["extent"] = canvas.extent().toString()
+        canvas.refreshAllLayers()
+        canvas.waitWhileRendering()
+        QApplication.processEvents()
+        window.grab().save(out + ".review.png")
+    except Exception as exc:
+        import traceback
+        result["error"] = traceback.format_exc()
+    QTimer.singleShot(500, finish)
+
+QTimer.singleShot(3000, run)
+'''
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
+                    reason="needs the QGIS desktop application and xvfb-run (make setup installs both)")
+def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
+    import fiona
+    from affine import Affine
+
+    import support
+    from samrs.samrs_qgis.boxes import read_box_file
+    from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+
+    transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
+    image, objects = support.synthetic_scene(256, seed=4)
+    raster = support.write_raster(tmp_path / "scene.tif", image, transform)
+    boxes = support.write_boxes(tmp_path / "boxes.gpkg", [support.pixel_box(transform, *o[2]) for o in objects],
+                                properties=[{"cls": o[0]} for o in objects])
+    masks = str(tmp_path / "masks.gpkg")
+    segment_boxes(raster, read_box_file(boxes), OutputPaths(polygons=masks),
+                  SegmentOptions(backend="grabcut", class_field="cls"))
+    with fiona.open(masks, layer="masks") as src:
+        classes = sorted({f["properties"]["class_name"] for f in src}, key=lambda n: n)
+
+    config = tmp_path / "config"
+    (config / "profiles" / "default" / "QGIS").mkdir(parents=True)
+    (config / "profiles" / "default" / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nsamrs=true\n")
+    script = tmp_path / "review.py"
+    script.write_text(REVIEW_SCRIPT)
+    result_file = tmp_path / "result.json"
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QGIS_PLUGINPATH=str(PLUGINS_DIR),
+               SAMRS_GUI_RESULT=str(result_file), SAMRS_MASKS=masks, SAMRS_RASTER=raster)
+    env.pop("QT_QPA_PLATFORM", None)
+    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo",
+                           "--noversioncheck", "--code", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert result_file.exists(), proc.stdout + proc.stderr
+    result = json.loads(result_file.read_text())
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    for png in tmp_path.glob("result.json*.png"):
+        shutil.copy(png, artifacts / png.name.replace("result.json", "qgis-window"))
+    assert "error" not in result, result.get("error")
+    assert result["action"] and result["dock_visible"]
+    order = [s["current"] for s in result["steps"]]
+    # A accepts the first mask and moves on, R rejects the second, 2 relabels the third to the second
+    # class and moves on, B steps back to the third, N skips forward to the fourth again.
+    first, second, third, fourth = order[0], order[1], order[2], order[3]
+    assert len({first, second, third, fourth}) == 4, result["steps"]
+    assert order[4] == third and order[5] == fourth, result["steps"]
+    assert "3 / " in result["steps"][3]["progress"], result["steps"]
+    assert "1 accepted, 1 rejected, 1 relabelled" in result["steps"][3]["progress"]
+
+    rows = {f["properties"]["instance_id"]: f["properties"] for f in fiona.open(masks, layer="masks")}  # reread
+    assert rows[first]["review"] == "accepted" and rows[second]["review"] == "rejected"
+    assert rows[third]["review"] == "relabelled" and rows[third]["class_name"] == classes[1]
