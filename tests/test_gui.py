@@ -50,27 +50,36 @@ QTimer.singleShot(3000, check)
 '''
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
-                    reason="needs the QGIS desktop application and xvfb-run (make setup installs both)")
-def test_plugin_loads_in_the_qgis_desktop_and_opens_its_dialog(tmp_path):
+def run_in_qgis_desktop(tmp_path, script_text, **env_extra):
+    """Start the real QGIS desktop under Xvfb with the plugin enabled, run ``script_text`` in it (it writes
+    JSON to $SAMRS_GUI_RESULT and quits), copy its screenshots to test-artifacts/ and return the JSON."""
     config = tmp_path / "config"
     (config / "profiles" / "default" / "QGIS").mkdir(parents=True)
     (config / "profiles" / "default" / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nsamrs=true\n")
-    script = tmp_path / "check.py"
-    script.write_text(GUI_SCRIPT)
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
     result_file = tmp_path / "result.json"
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QGIS_PLUGINPATH=str(PLUGINS_DIR),
-               SAMRS_GUI_RESULT=str(result_file))
+               SAMRS_GUI_RESULT=str(result_file), **env_extra)
     env.pop("QT_QPA_PLATFORM", None)  # a real X display (Xvfb), not the offscreen platform
     proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo",
                            "--noversioncheck", "--code", str(script)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert result_file.exists(), proc.stdout + proc.stderr
-    result = json.loads(result_file.read_text())
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     for png in tmp_path.glob("result.json*.png"):
         shutil.copy(png, artifacts / png.name.replace("result.json", "qgis-window"))
+    return json.loads(result_file.read_text())
+
+
+NEEDS_DESKTOP = pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
+                                   reason="needs the QGIS desktop application and xvfb-run (make setup installs both)")
+
+
+@NEEDS_DESKTOP
+def test_plugin_loads_in_the_qgis_desktop_and_opens_its_dialog(tmp_path):
+    result = run_in_qgis_desktop(tmp_path, GUI_SCRIPT)
     assert result["loaded"] and result["action"] and result["menu"] and result["algorithm"], result
     assert any("Segment detection boxes with SAM" in t for t in result["dialogs"]), result
 
@@ -132,8 +141,7 @@ QTimer.singleShot(3000, run)
 '''
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
-                    reason="needs the QGIS desktop application and xvfb-run (make setup installs both)")
+@NEEDS_DESKTOP
 def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
     import fiona
     from affine import Affine
@@ -153,24 +161,7 @@ def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
     with fiona.open(masks, layer="masks") as src:
         classes = sorted({f["properties"]["class_name"] for f in src}, key=lambda n: n)
 
-    config = tmp_path / "config"
-    (config / "profiles" / "default" / "QGIS").mkdir(parents=True)
-    (config / "profiles" / "default" / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nsamrs=true\n")
-    script = tmp_path / "review.py"
-    script.write_text(REVIEW_SCRIPT)
-    result_file = tmp_path / "result.json"
-    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QGIS_PLUGINPATH=str(PLUGINS_DIR),
-               SAMRS_GUI_RESULT=str(result_file), SAMRS_MASKS=masks, SAMRS_RASTER=raster)
-    env.pop("QT_QPA_PLATFORM", None)
-    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo",
-                           "--noversioncheck", "--code", str(script)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert result_file.exists(), proc.stdout + proc.stderr
-    result = json.loads(result_file.read_text())
-    artifacts = REPO / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    for png in tmp_path.glob("result.json*.png"):
-        shutil.copy(png, artifacts / png.name.replace("result.json", "qgis-window"))
+    result = run_in_qgis_desktop(tmp_path, REVIEW_SCRIPT, SAMRS_MASKS=masks, SAMRS_RASTER=raster)
     assert "error" not in result, result.get("error")
     assert result["action"] and result["dock_visible"]
     order = [s["current"] for s in result["steps"]]
