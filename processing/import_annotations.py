@@ -13,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
 from .base import SamrsAlgorithm
-from .qgis_adapters import engine_errors, raster_layer_path
+from .qgis_adapters import FeedbackProgress, engine_errors, raster_layer_path
 
 MAX_PROBLEMS_SHOWN = 50
 NO_CLASS_LIST = "none (ids by sorted class name)"
@@ -30,7 +30,8 @@ where QGIS shows an image without georeferencing. A CSV is restricted to the ima
 images); objects of other classes are reported as problems. Without it ids follow the sorted class names.</p>
 <p>Fields: <i>class_name</i>, <i>class_id</i>, <i>difficult</i>, <i>source</i> (file), <i>line</i>,
 <i>object_no</i>, and the format's own attributes. Objects that cannot be read are reported as warnings with
-their file and line (the first 50, then a count); the rest is written.</p>"""
+their file and line (the first 50, then a count); the rest is written. Progress is reported per file; a
+cancelled import writes nothing.</p>"""
 
 
 class ImportAnnotationsAlgorithm(SamrsAlgorithm):
@@ -97,8 +98,7 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
         with engine_errors():
             summary = import_annotations(paths, output, image_path=image,
                                          fmt=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
-                                         dataset=dataset)
-        feedback.setProgress(100)
+                                         dataset=dataset, progress=FeedbackProgress(feedback))
         feedback.pushInfo(summary.describe(max_problems=0).splitlines()[0])
         for class_id, class_name, count in summary.classes:
             feedback.pushInfo(f"  class {class_id} {class_name}: {count}")

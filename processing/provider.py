@@ -10,6 +10,7 @@ from .dataset_report import DatasetReportAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .import_annotations import ImportAnnotationsAlgorithm
 from .segment_boxes import SegmentBoxesAlgorithm
+from .segment_dataset import SegmentDatasetAlgorithm
 
 
 def icon_path() -> str:
@@ -33,6 +34,6 @@ class SamrsProvider(QgsProcessingProvider):
         return icon_path()
 
     def loadAlgorithms(self):  # noqa: N802
-        for algorithm in (SegmentBoxesAlgorithm(), ImportAnnotationsAlgorithm(), DatasetReportAlgorithm(),
-                          EvaluateAlgorithm()):
+        for algorithm in (SegmentBoxesAlgorithm(), SegmentDatasetAlgorithm(), ImportAnnotationsAlgorithm(),
+                          DatasetReportAlgorithm(), EvaluateAlgorithm()):
             self.addAlgorithm(algorithm)

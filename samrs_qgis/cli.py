@@ -1,7 +1,8 @@
 """Command line: ``python -m samrs_qgis <command> …``.
 
-Commands: ``segment`` (boxes over a raster -> masks), ``import-annotations`` (DOTA/VOC/FAIR1M/HRSC2016/CSV
--> a box layer), ``report`` (dataset statistics as HTML and CSV), ``evaluate`` (masks against reference
+Commands: ``segment`` (boxes over a raster -> masks; ``--preview`` draws PNG previews with QGIS),
+``segment-dataset`` (a folder of images and one of annotations -> the SAMRS dataset layout),
+``import-annotations`` (DOTA/VOC/FAIR1M/HRSC2016/CSV -> a box layer), ``report`` (dataset statistics as HTML and CSV), ``evaluate`` (masks against reference
 masks), ``compare`` (several produced mask sets against one reference, one table), ``ablation`` (segment
 with several prompt modes, evaluate each, one table) and ``download-checkpoints``.
 
@@ -112,8 +113,10 @@ def default_output_paths(raster: str, out_dir: str):
 
 # -- parser ---------------------------------------------------------------------------------------
 
-def _add_segment_options(parser: argparse.ArgumentParser, prompt: bool = True) -> None:
-    """The model, prompt, post-processing and data options shared by ``segment`` and ``ablation``."""
+def _add_segment_options(parser: argparse.ArgumentParser, prompt: bool = True, box_fields: bool = True) -> None:
+    """The model, prompt, post-processing and data options shared by ``segment``, ``segment-dataset`` and
+    ``ablation``. ``box_fields=False`` leaves out the options about one box layer (layer, class and id fields,
+    class list), which ``segment-dataset`` sets itself."""
     from .backends.sam import PRECISIONS
     from .backends.sam_checkpoint import MODEL_TYPES
     from .pipeline import BACKENDS, SegmentOptions
@@ -156,10 +159,11 @@ def _add_segment_options(parser: argparse.ArgumentParser, prompt: bool = True) -
                       help="drop mask parts smaller than PX raster pixels (0: keep all)")
     post.add_argument("--keep-largest", action="store_true", help="keep only each mask's largest part")
     data = parser.add_argument_group("data")
-    data.add_argument("--layer", help="layer name inside BOXES when it holds several")
-    data.add_argument("--class-field", help="field holding each box's class (text or integer)")
-    data.add_argument("--id-field", help="field of unique integer ids used as instance ids")
-    data.add_argument("--classes", help="comma-separated class list giving ids by position (stable across runs)")
+    if box_fields:
+        data.add_argument("--layer", help="layer name inside BOXES when it holds several")
+        data.add_argument("--class-field", help="field holding each box's class (text or integer)")
+        data.add_argument("--id-field", help="field of unique integer ids used as instance ids")
+        data.add_argument("--classes", help="comma-separated class list giving ids by position (stable across runs)")
     data.add_argument("--bands", type=_bands, help="three bands (or one) fed to SAM, e.g. 4,3,2; "
                                                    "default RGB or the first three")
     data.add_argument("--stretch", choices=STRETCH_MODES, default=defaults.stretch,
@@ -196,10 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--instances", help="instance raster (.tif; uint32, 0 = none, value = instance id)")
     out.add_argument("--semantic", help="semantic raster (.tif; class index, background --background)")
     out.add_argument("--polygons", help="polygon layer (.gpkg, .shp, .geojson, .fgb, …)")
+    out.add_argument("--preview", action="store_true",
+                     help="after the run, draw <polygons>_preview.png (every mask over the raster) and "
+                          "<polygons>_worst.png (the lowest-scoring masks) beside the polygon layer with QGIS's "
+                          "renderer (needs PyQGIS; no display needed)")
     _add_segment_options(seg)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
     from .annotations import DATASET_CLASSES, FORMATS
+
+    sds = commands.add_parser(
+        "segment-dataset", help="segment every annotated box of a folder of images (SAMRS dataset layout)",
+        description="Segment every box of every image in IMAGES, whose annotation files (same name, DOTA .txt, "
+                    "VOC/DIOR/FAIR1M/HRSC2016 .xml, .csv) are in ANNOTATIONS, and write the SAMRS layout into "
+                    "--out-dir: boxes/, geo/ (rasters and mask polygons per image), class_index/, colour/, "
+                    "instances/, coco_instances.json and manifest.json. A rerun into the same folder keeps the "
+                    "images already done. Images that fail are listed; the run goes on.")
+    sds.add_argument("images", help="folder of images (GeoTIFF, PNG, JPEG, BMP)")
+    sds.add_argument("annotations", help="folder of annotation files, one per image, named after it")
+    sds.add_argument("--out-dir", required=True, help="output folder (resumable)")
+    sds.add_argument("--dataset", choices=list(DATASET_CLASSES),
+                     help="dataset class list fixing the class ids (default: sorted class names of all files)")
+    sds.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected)")
+    sds.add_argument("--recursive", action="store_true", help="include images in subfolders")
+    _add_segment_options(sds, box_fields=False)
+    sds.add_argument("--quiet", action="store_true", help="no progress bar")
 
     imp = commands.add_parser(
         "import-annotations", help="import detection annotations (DOTA, VOC/DIOR, FAIR1M, HRSC2016, CSV) as boxes",
@@ -304,8 +329,8 @@ def _segment_options(args, **overrides):
         batch_size=args.batch_size, precision=args.precision, compile_decoder=args.compile_decoder,
         embedding_cache=not getattr(args, "no_cache", False), cache_dir=args.cache_dir,
         cache_limit_mb=args.cache_limit_mb, window_size=args.window_size, bands=args.bands, stretch=args.stretch,
-        class_field=args.class_field, id_field=args.id_field, class_names=parse_class_list(args.classes),
-        background=args.background)
+        class_field=getattr(args, "class_field", None), id_field=getattr(args, "id_field", None),
+        class_names=parse_class_list(getattr(args, "classes", None)), background=args.background)
     values.update(overrides)
     return SegmentOptions(**values)
 
@@ -325,13 +350,85 @@ def _segment(args) -> int:
     outputs.semantic = args.semantic or outputs.semantic
     outputs.polygons = args.polygons or outputs.polygons
     options = _segment_options(args)
+    render = None
+    if args.preview:
+        if not outputs.polygons:
+            raise InputError("--preview draws the mask polygons: give --polygons or --out-dir as well.")
+        render = _preview_renderer()  # before the run: no QGIS, no run
     progress = BarProgress(quiet=args.quiet)
     try:
         summary = segment_boxes(args.raster, read_box_file(args.boxes, args.layer), outputs, options, progress)
     finally:
         progress.close()
     print(summary.describe())
+    if render is not None:
+        _previews(render, args.raster, outputs.polygons)
     _grabcut_note(options.backend)
+    return 0
+
+
+PREVIEW_SIZE = 1200  # the overview's longest side at most; a smaller raster is drawn one pixel per pixel
+PREVIEW_MASKS = 16  # masks in the contact sheet
+POLYGON_LAYER_FORMATS = (".gpkg", ".sqlite")  # polygon outputs that are the layer 'masks' of their file
+
+
+def preview_paths(polygons: str) -> Tuple[str, str]:
+    """``<polygons stem>_preview.png`` and ``<polygons stem>_worst.png`` beside the polygon layer."""
+    stem = os.path.splitext(polygons)[0]
+    return stem + "_preview.png", stem + "_worst.png"
+
+
+def _preview_renderer():
+    """``samrs_previews.render_previews``, which draws with QGIS (an offscreen QgsApplication, no display
+    needed); an InputError when PyQGIS cannot be imported. Inside the plugin package it is the sibling
+    package; run from a checkout (``python -m samrs_qgis``) the checkout is put on ``sys.path``."""
+    import importlib
+
+    try:
+        importlib.import_module("qgis.core")
+    except ImportError as exc:
+        raise InputError(f"--preview needs QGIS: previews are drawn by QGIS's renderer, but PyQGIS cannot be "
+                         f"imported here ({exc}). Run with a Python that has QGIS (e.g. /usr/bin/python3 with "
+                         "python3-qgis, or the venv made by make setup), or leave out --preview.") from exc
+    parent = (__package__ or "").rpartition(".")[0]
+    if parent:  # samrs_qgis inside the plugin package: samrs_previews is its sibling
+        return importlib.import_module(f"{parent}.samrs_previews").render_previews
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.append(root)  # appended: the checkout's processing/ must not shadow QGIS's
+    return importlib.import_module("samrs_previews").render_previews
+
+
+def _previews(render, raster: str, polygons: str) -> None:
+    import rasterio
+
+    with rasterio.open(raster) as ds:
+        size = min(PREVIEW_SIZE, max(ds.width, ds.height))
+    overview, sheet = preview_paths(polygons)
+    layer = "masks" if os.path.splitext(polygons)[1].lower() in POLYGON_LAYER_FORMATS else None
+    files = render(raster, polygons, overview, sheet, layer_name=layer, size=size, count=PREVIEW_MASKS)
+    print(f"preview: {files.overview}")
+    if files.contact_sheet:
+        print(f"lowest-scoring masks ({files.masks_shown}): {files.contact_sheet}")
+    else:
+        print("no mask to show in a contact sheet (no box has status ok)")
+
+
+# -- segment-dataset ------------------------------------------------------------------------------
+
+def _segment_dataset(args) -> int:
+    from .dataset import segment_dataset
+
+    options = _segment_options(args)
+    progress = BarProgress(quiet=args.quiet)
+    try:
+        summary = segment_dataset(args.images, args.annotations, args.out_dir, options, dataset=args.dataset,
+                                  progress=progress, annotation_format=args.format, recursive=args.recursive)
+    finally:
+        progress.close()
+    print(summary.describe())
+    if summary.done:
+        _grabcut_note(options.backend)
     return 0
 
 
@@ -630,8 +727,8 @@ def _download(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": _segment, "import-annotations": _import_annotations, "report": _report,
-            "evaluate": _evaluate, "compare": _compare, "ablation": _ablation, "download-checkpoints": _download}
+COMMANDS = {"segment": _segment, "segment-dataset": _segment_dataset, "import-annotations": _import_annotations,
+            "report": _report, "evaluate": _evaluate, "compare": _compare, "ablation": _ablation, "download-checkpoints": _download}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,111 @@
+"""``samrs:segmentdataset`` — Segment a detection dataset.
+
+Maps Processing parameters onto :func:`samrs_qgis.dataset.segment_dataset`; the model, prompt, post-processing
+and speed parameters are ``samrs:segmentboxes``' own (:class:`.base.SegmentParameters`).
+"""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputNumber,
+                       QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterFolderDestination)
+
+from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
+from ..samrs_qgis.errors import SamrsError
+from .base import SamrsAlgorithm, SegmentParameters
+from .qgis_adapters import FeedbackProgress
+
+NO_CLASS_LIST = "none (ids by sorted class name over all files)"
+MAX_FAILURES_SHOWN = 50
+
+HELP = """<p>Segments every annotated box of every image in a folder, as SAMRS built its datasets, and writes the
+SAMRS layout into the output folder: <i>boxes/</i> (each image's annotations as a box layer), <i>geo/</i> (instance
+raster, semantic raster and mask polygons on the image's grid), <i>class_index/</i> and <i>colour/</i> PNGs,
+<i>instances/</i> JSON, <i>coco_instances.json</i> (COCO instances of the whole dataset) and
+<i>manifest.json</i> (classes, settings and each image's status).</p>
+<p><b>Images</b>: GeoTIFF, PNG, JPEG, BMP (with <b>subfolders</b> optionally). <b>Annotations</b>: one file per
+image, same name (DOTA .txt, VOC/DIOR/FAIR1M/HRSC2016 .xml, CSV), in the annotation folder or its subfolder
+mirroring the image's. <b>Dataset class list</b>: fixes the class ids (objects of other classes are left out and
+reported); without it ids follow the sorted class names of all files.</p>
+<p>The run can be resumed: images done by an earlier run into the same folder with the same classes and settings
+are kept (counted as skipped). An image that cannot be segmented is reported as a warning and the run goes on.
+The model, prompt and post-processing parameters are those of <i>Segment detection boxes with SAM</i>.</p>"""
+
+
+class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
+    HELP = HELP
+    GROUP = ("Datasets", "datasets")
+    IMAGES = "IMAGES"
+    ANNOTATIONS = "ANNOTATIONS"
+    FORMAT = "FORMAT"
+    DATASET = "DATASET"
+    RECURSIVE = "RECURSIVE"
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "segmentdataset"
+
+    def displayName(self):  # noqa: N802
+        return "Segment a detection dataset"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            self.IMAGES, "Image folder", behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterFile(
+            self.ANNOTATIONS, "Annotation folder", behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterEnum(self.FORMAT, "Annotation format", list(FORMATS),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RECURSIVE, "Include images in subfolders", defaultValue=False))
+        self.add_model_parameters()
+        self.add_speed_parameters()
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
+        self.addOutput(QgsProcessingOutputFile("MANIFEST", "Manifest (manifest.json)"))
+        self.addOutput(QgsProcessingOutputFile("COCO", "COCO instances (coco_instances.json)"))
+        self.addOutput(QgsProcessingOutputString("BACKEND_USED", "Backend used"))
+        for key, label in (("IMAGE", "Images"), ("DONE", "Images segmented"),
+                           ("SKIPPED", "Images done by an earlier run (kept)"), ("FAILED", "Images failed"),
+                           ("NO_BOXES", "Images without boxes (empty or no annotation file)"),
+                           ("NO_ANNOTATIONS", "Images without annotation file"), ("BOX", "Boxes segmented")):
+            self.addOutput(QgsProcessingOutputNumber(f"{key}_COUNT", label))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        problem = self.check_model_parameters(parameters, context)
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..samrs_qgis.dataset import segment_dataset
+
+        images = self.parameterAsFile(parameters, self.IMAGES, context)
+        annotations = self.parameterAsFile(parameters, self.ANNOTATIONS, context)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not output:
+            raise QgsProcessingException("Give an output folder.")
+        dataset_index = self.parameterAsEnum(parameters, self.DATASET, context)
+        dataset = list(DATASET_CLASSES)[dataset_index - 1] if dataset_index else None
+        options = self.segment_options(parameters, context)
+        try:
+            summary = segment_dataset(images, annotations, output, options, dataset=dataset,
+                                      progress=FeedbackProgress(feedback),
+                                      annotation_format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT,
+                                                                                     context)],
+                                      recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context))
+        except SamrsError as exc:  # bad input, a backend that cannot load, or cancelled
+            raise QgsProcessingException(str(exc)) from exc
+        feedback.setProgress(100)
+        for line in summary.describe().splitlines():
+            if not line.startswith("  failed "):  # each failure was a warning as it happened
+                feedback.pushInfo(line)
+        if summary.failed:
+            feedback.pushWarning(f"{summary.failed} image(s) failed; see the warnings above and the manifest "
+                                 f"({summary.manifest}).")
+        if options.backend == "grabcut" and summary.done:
+            feedback.pushWarning("These masks were made by GrabCut, not SAM.")
+        return {self.OUTPUT: summary.output_dir, "MANIFEST": summary.manifest, "COCO": summary.coco,
+                "BACKEND_USED": summary.backend, "IMAGE_COUNT": summary.images, "DONE_COUNT": summary.done,
+                "SKIPPED_COUNT": summary.skipped, "FAILED_COUNT": summary.failed,
+                "NO_BOXES_COUNT": summary.no_boxes + summary.no_annotations,
+                "NO_ANNOTATIONS_COUNT": summary.no_annotations, "BOX_COUNT": summary.boxes}
