@@ -24,6 +24,7 @@ MAX_PROBLEMS_SHOWN = 50  # annotation problems printed one per line; the rest ar
 
 # File suffixes of segment's outputs: '<image>_masks.gpkg' and '<image>_instances.tif' both belong to <image>.
 OUTPUT_SUFFIXES = ("_masks", "_instances")
+NOT_MASKS_SUFFIX = "_semantic"  # a class raster beside the instance masks: never taken for masks
 POLYGON_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".sqlite")
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 
@@ -308,6 +309,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="count produced masks without a reference as false positives in AP")
     abl.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    abd = commands.add_parser(
+        "ablation-dataset", help="the prompt ablation over a dataset: segment-dataset per prompt mode, evaluated",
+        description="SAMRS's prompt ablation over a dataset (as it did on HRSC2016): segment IMAGES with the boxes "
+                    "of ANNOTATIONS once per prompt mode into OUT_DIR/<mode>/ (segment-dataset's layout; the "
+                    "embedding cache is on, so each image is encoded once for all modes), evaluate each mode "
+                    "against the reference masks of --reference (files named after the images: polygon layers "
+                    "keyed by --key-field, or instance rasters, whose ids are the annotation order, 1-based) and "
+                    "write OUT_DIR/comparison.csv plus OUT_DIR/<mode>/metrics.csv.")
+    abd.add_argument("images", help="folder of images")
+    abd.add_argument("annotations", help="folder of annotation files, one per image, named after it")
+    abd.add_argument("--reference", required=True, help="folder of reference masks, one file per image")
+    abd.add_argument("--out-dir", required=True, help="folder for the per-mode datasets and the tables")
+    abd.add_argument("--prompts", type=_prompt_list, default=None, metavar="MODES",
+                     help="comma-separated prompt modes (default: all the backend takes)")
+    abd.add_argument("--dataset", choices=list(DATASET_CLASSES), help="dataset class list fixing the class ids")
+    abd.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected)")
+    _add_segment_options(abd, prompt=False, box_fields=False)
+    _add_evaluation_options(abd)
+    abd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    exr = commands.add_parser(
+        "export-reviewed", help="export a reviewed dataset: rejected masks dropped, relabelled ones moved",
+        description="Write DATASET (an output folder of segment-dataset whose mask layers were reviewed in QGIS) "
+                    "again into OUT_DIR, honouring each mask's review: rejected masks leave every output, "
+                    "relabelled masks move to their new class, the rest is kept as it is.")
+    exr.add_argument("dataset", help="output folder of segment-dataset")
+    exr.add_argument("out_dir", help="folder to write the reviewed dataset into (new, or an earlier export)")
+    exr.add_argument("--quiet", action="store_true", help="no progress bar")
+
     dl = commands.add_parser("download-checkpoints", help="download official SAM checkpoints and verify their MD5")
     dl.add_argument("models", nargs="*", default=["vit_b"], metavar="MODEL",
                     help=f"model types among {', '.join(OFFICIAL_CHECKPOINTS)} (default vit_b)")
@@ -552,6 +582,8 @@ def _masks_in_folder(folder: str, role: str, extensions=POLYGON_EXTENSIONS + RAS
         ext = os.path.splitext(name)[1].lower()
         if not os.path.isfile(path) or ext not in extensions or name.startswith("."):
             continue
+        if os.path.splitext(name)[0].endswith(NOT_MASKS_SUFFIX):
+            continue
         stem = _image_stem(path)
         if stem in found and os.path.splitext(found[stem])[1].lower() in POLYGON_EXTENSIONS:
             continue
@@ -564,7 +596,9 @@ def _masks_in_folder(folder: str, role: str, extensions=POLYGON_EXTENSIONS + RAS
 def _folder_pairs(produced: str, reference: str, grid: Optional[str]) -> List[tuple]:
     prod = _masks_in_folder(produced, "produced")
     ref = _masks_in_folder(reference, "reference")
-    grids = _masks_in_folder(grid, "grid", RASTER_EXTENSIONS) if grid else {}
+    from .dataset import IMAGE_EXTENSIONS
+
+    grids = _masks_in_folder(grid, "grid", RASTER_EXTENSIONS + IMAGE_EXTENSIONS) if grid else {}
     common = [s for s in prod if s in ref]
     if not common:
         raise InputError(f"No file of the produced folder '{produced}' matches a file of the reference folder "
@@ -674,47 +708,106 @@ def _compare(args) -> int:
 
 def _ablation(args) -> int:
     from .boxes import read_box_file
-    from .evaluation import evaluate, write_comparison_csv, write_metrics_csv
+    from .evaluation import evaluate
     from .pipeline import OutputPaths, SegmentJob, make_backend
 
     options = _segment_options(args, embedding_cache=True)  # the encoder runs once; other modes read the cache
     backend = make_backend(options)
+    modes = _ablation_modes(args, backend)
+    stem = os.path.splitext(os.path.basename(args.raster))[0]
+    progress = BarProgress(quiet=args.quiet)
+
+    def run_mode(mode, folder, start, end):
+        middle = start + 0.8 * (end - start)
+        polygons = os.path.join(folder, f"{stem}_masks.gpkg")
+        job = SegmentJob(args.raster, read_box_file(args.boxes, args.layer), OutputPaths(polygons=polygons),
+                         _segment_options(args, embedding_cache=True, prompt=mode), _Part(progress, start, middle),
+                         backend=backend)
+        job.prepare()
+        summary = job.run()
+        cached = int(summary.timings.get("cached_windows", 0))
+        print(f"{mode}: {summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; "
+              f"{cached} of {summary.windows} window(s) from the embedding cache")
+        return evaluate(polygons, args.reference, args.raster, key_field=args.key_field,
+                        class_field=args.reference_class_field, name=mode, unmatched_in_ap=args.unmatched_in_ap,
+                        progress=_Part(progress, middle, end))
+
+    code = _compare_modes(modes, args.out_dir, progress, run_mode)
+    _grabcut_note(options.backend)
+    return code
+
+
+def _compare_modes(modes, out_dir: str, progress: Progress, run_mode) -> int:
+    """The ablation loop: ``run_mode(mode, folder, part)`` segments and evaluates one prompt mode in
+    ``folder`` (reporting into ``part``, its slice of the progress) and returns its EvaluationResult;
+    the results are written as OUT_DIR/<mode>/metrics.csv and one OUT_DIR/comparison.csv."""
+    from .evaluation import write_comparison_csv, write_metrics_csv
+
+    results = {}
+    try:
+        for n, mode in enumerate(modes):
+            progress.info(f"prompt mode {mode}")
+            folder = os.path.join(out_dir, mode)
+            result = run_mode(mode, folder, n / len(modes), (n + 1) / len(modes))
+            write_metrics_csv(result, os.path.join(folder, "metrics.csv"))
+            results[mode] = result
+    finally:
+        progress.close()
+    _print_comparison(results)
+    print(f"comparison: {write_comparison_csv(results, os.path.join(out_dir, 'comparison.csv'))}")
+    return 0
+
+
+def _ablation_modes(args, backend) -> List[str]:
     modes = args.prompts or list(backend.prompt_modes)
     refused = [m for m in modes if m not in backend.prompt_modes]
     if refused:
         raise InputError(f"The {backend.name} backend takes the prompt modes {', '.join(backend.prompt_modes)}, "
                          f"not {', '.join(refused)}. Give --prompts among those, or a SAM --checkpoint.")
     if not os.path.exists(args.reference):
-        raise InputError(f"The reference masks '{args.reference}' do not exist. Give a polygon layer or instance "
-                         "raster of the true masks.")
-    stem = os.path.splitext(os.path.basename(args.raster))[0]
-    results = {}
+        raise InputError(f"The reference masks '{args.reference}' do not exist. Give the true masks (a polygon "
+                         "layer or instance raster; a folder of them for a dataset).")
+    return modes
+
+
+def _ablation_dataset(args) -> int:
+    from .dataset import segment_dataset
+    from .evaluation import evaluate_dataset
+    from .pipeline import make_backend
+
+    options = _segment_options(args, embedding_cache=True)  # each image is encoded once for all modes
+    backend = make_backend(options)
+    modes = _ablation_modes(args, backend)
+    if not os.path.isdir(args.reference):
+        raise InputError(f"--reference '{args.reference}' must be a folder of reference masks named after the images.")
+    progress = BarProgress(quiet=args.quiet)
+
+    def run_mode(mode, folder, start, end):
+        middle = start + 0.8 * (end - start)
+        summary = segment_dataset(args.images, args.annotations, folder,
+                                  _segment_options(args, embedding_cache=True, prompt=mode), dataset=args.dataset,
+                                  progress=_Part(progress, start, middle), annotation_format=args.format,
+                                  backend=backend)
+        print(f"{mode}: {summary.describe().splitlines()[0]}")
+        pairs = _folder_pairs(os.path.join(folder, "geo"), args.reference, args.images)
+        return evaluate_dataset(pairs, key_field=args.key_field, class_field=args.reference_class_field,
+                                produced_key_field=args.produced_key_field, unmatched_in_ap=args.unmatched_in_ap,
+                                progress=_Part(progress, middle, end))
+
+    code = _compare_modes(modes, args.out_dir, progress, run_mode)
+    _grabcut_note(options.backend)
+    return code
+
+
+def _export_reviewed(args) -> int:
+    from .review_export import export_reviewed
+
     progress = BarProgress(quiet=args.quiet)
     try:
-        for n, mode in enumerate(modes):
-            progress.info(f"prompt mode {mode}")
-            step = 1.0 / len(modes)
-            folder = os.path.join(args.out_dir, mode)
-            polygons = os.path.join(folder, f"{stem}_masks.gpkg")
-            job = SegmentJob(args.raster, read_box_file(args.boxes, args.layer), OutputPaths(polygons=polygons),
-                             _segment_options(args, embedding_cache=True, prompt=mode),
-                             _Part(progress, n * step, (n + 0.8) * step), backend=backend)
-            job.prepare()
-            summary = job.run()
-            cached = int(summary.timings.get("cached_windows", 0))
-            print(f"{mode}: {summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; "
-                  f"{cached} of {summary.windows} window(s) from the embedding cache")
-            result = evaluate(polygons, args.reference, args.raster, key_field=args.key_field,
-                              class_field=args.reference_class_field, name=mode,
-                              unmatched_in_ap=args.unmatched_in_ap,
-                              progress=_Part(progress, (n + 0.8) * step, (n + 1) * step))
-            write_metrics_csv(result, os.path.join(folder, "metrics.csv"))
-            results[mode] = result
+        summary = export_reviewed(args.dataset, args.out_dir, progress=progress)
     finally:
         progress.close()
-    _print_comparison(results)
-    print(f"comparison: {write_comparison_csv(results, os.path.join(args.out_dir, 'comparison.csv'))}")
-    _grabcut_note(options.backend)
+    print(summary.describe())
     return 0
 
 
@@ -728,7 +821,8 @@ def _download(args) -> int:
 
 
 COMMANDS = {"segment": _segment, "segment-dataset": _segment_dataset, "import-annotations": _import_annotations,
-            "report": _report, "evaluate": _evaluate, "compare": _compare, "ablation": _ablation, "download-checkpoints": _download}
+            "report": _report, "evaluate": _evaluate, "compare": _compare, "ablation": _ablation,
+            "ablation-dataset": _ablation_dataset, "export-reviewed": _export_reviewed, "download-checkpoints": _download}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

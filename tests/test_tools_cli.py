@@ -192,3 +192,62 @@ def test_segment_prompt_and_post_processing_options(tmp_path, tiny_sam_checkpoin
     result = run_cli("segment", raster, boxes, "--polygons", tmp_path / "x.gpkg", "--min-island-px", "-3")
     assert result.returncode == 2 and "0 or more" in result.stderr
     assert not (tmp_path / "x.gpkg").exists()
+
+
+# -- the prompt ablation over a dataset, and the reviewed export ---------------------------------------
+
+def dota_line(bounds, cls):
+    x0, y0, x1, y1 = bounds
+    return f"{x0} {y0} {x1} {y0} {x1} {y1} {x0} {y1} {cls} 0"
+
+
+def disc_dataset(tmp_path, stems=("a", "b")):
+    """Images (the disc scene), DOTA annotations of its discs, and reference polygons, one per image."""
+    images, labels, reference = tmp_path / "images", tmp_path / "labels", tmp_path / "reference"
+    for folder in (images, labels, reference):
+        folder.mkdir()
+    import rasterio
+
+    for n, stem in enumerate(stems):
+        td.scene_raster(images / f"{stem}.tif")
+        with rasterio.open(images / f"{stem}.tif", "r+") as ds:  # images differ (the embedding cache is keyed by content)
+            ds.write(ds.read(1) // (n + 1), 1)
+        (labels / f"{stem}.txt").write_text("\n".join(dota_line(b, cls) for b, (*_, cls) in
+                                                      zip(td.disc_bounds(), td.DISCS)) + "\n")
+        td.reference_discs(reference / f"{stem}.gpkg")
+    return images, labels, reference
+
+
+def test_ablation_over_a_dataset_encodes_each_image_once(tmp_path, tiny_sam_checkpoint):
+    images, labels, reference = disc_dataset(tmp_path)
+    out, cache = tmp_path / "ablation", tmp_path / "cache"
+    result = ok(run_cli("ablation-dataset", images, labels, "--reference", reference, "--out-dir", out,
+                        "--checkpoint", tiny_sam_checkpoint, "--device", "cpu", "--prompts", "box,point",
+                        "--cache-dir", cache, "--quiet"))
+    rows = read_csv(out / "comparison.csv")
+    assert [r["name"] for r in rows] == ["box", "point"], result.stdout
+    assert all(r["instances"] == str(2 * len(td.DISCS)) and 0 <= float(r["mean_iou"]) <= 1 for r in rows)
+    assert rows[0]["mean_iou"] != rows[1]["mean_iou"]  # the prompt reached SAM
+    for mode in ("box", "point"):
+        assert (out / mode / "manifest.json").is_file() and (out / mode / "metrics.csv").is_file()
+    assert len(list(cache.rglob("*.npy"))) == 2  # one embedding per image, shared by both modes
+
+
+def test_export_reviewed_drops_rejected_masks(tmp_path):
+    import fiona
+
+    images, labels, _ = disc_dataset(tmp_path, stems=("a",))
+    dataset = tmp_path / "dataset"
+    ok(run_cli("segment-dataset", images, labels, "--out-dir", dataset, "--quiet"))
+    layer = dataset / "geo" / "a.gpkg"
+    with fiona.open(layer, layer="masks") as src:
+        schema, crs, features = src.schema, src.crs_wkt, list(src)
+    schema["properties"]["review"] = "str"
+    with fiona.open(layer, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=crs) as dst:
+        for f in features:  # the review dock's decision: the first mask rejected
+            review = "rejected" if f["properties"]["instance_id"] == 1 else "accepted"
+            dst.write({"geometry": f["geometry"], "properties": dict(f["properties"], review=review)})
+    ok(run_cli("export-reviewed", dataset, tmp_path / "reviewed", "--quiet"))
+    kept = read_features(tmp_path / "reviewed" / "geo" / "a.gpkg", layer="masks")
+    assert sorted(r["instance_id"] for r in kept) == [2, 3]
+    bad(run_cli("export-reviewed", dataset, dataset), "")
