@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .dataset_report import DatasetReportAlgorithm
 from .evaluate import EvaluateAlgorithm
+from .export_reviewed import ExportReviewedAlgorithm
 from .import_annotations import ImportAnnotationsAlgorithm
 from .segment_boxes import SegmentBoxesAlgorithm
 from .segment_dataset import SegmentDatasetAlgorithm
@@ -35,5 +36,5 @@ class SamrsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in (SegmentBoxesAlgorithm(), SegmentDatasetAlgorithm(), ImportAnnotationsAlgorithm(),
-                          DatasetReportAlgorithm(), EvaluateAlgorithm()):
+                          DatasetReportAlgorithm(), EvaluateAlgorithm(), ExportReviewedAlgorithm()):
             self.addAlgorithm(algorithm)

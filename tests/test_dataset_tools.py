@@ -192,3 +192,35 @@ def test_importannotations_algorithm_reports_progress_and_can_be_cancelled(qgis_
     with pytest.raises(QgsProcessingException, match="cancelled"):
         run(IMPORT, {"FOLDER": str(dota), "OUTPUT": str(out)}, cancelling)
     assert not out.exists()
+
+
+def test_exportreviewed_through_qgis_process(qgis_process, tmp_path, dataset):
+    """The review recorded in a mask layer (as the review dock writes it) is honoured by the export."""
+    import fiona
+
+    images, labels = dataset
+    out = tmp_path / "out"
+    ok(run_cli("segment-dataset", images, labels, "--out-dir", out, "--quiet"))
+    layer = out / "geo" / "a.gpkg"
+    with fiona.open(layer, layer="masks") as src:
+        schema, crs, features = src.schema, src.crs_wkt, list(src)
+    schema["properties"].update(review="str", class_orig="str")
+    masks = sorted(f["properties"]["instance_id"] for f in features if f["properties"]["status"] == "ok")
+    rejected, relabelled = masks[0], masks[1]
+    classes = {f["properties"]["instance_id"]: f["properties"]["class_name"] for f in features}
+    new_class = next(c for c in ("storage-tank", "swimming-pool") if c != classes[relabelled])
+    with fiona.open(layer, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=crs) as dst:
+        for f in features:
+            props = dict(f["properties"], review=None, class_orig=None)
+            if props["instance_id"] == rejected:
+                props["review"] = "rejected"
+            elif props["instance_id"] == relabelled:
+                props.update(review="relabelled", class_orig=props["class_name"], class_name=new_class)
+            dst.write({"geometry": f["geometry"], "properties": props})
+    results = json_results(qgis_process("--json", "run", "samrs:exportreviewed", "--", f"DATASET={out}",
+                                        f"OUTPUT={tmp_path / 'reviewed'}"))
+    assert (int(results["DROPPED_COUNT"]), int(results["RELABELLED_COUNT"]), int(results["IMAGE_COUNT"])) == (1, 1, 1)
+    coco = json.loads((tmp_path / "reviewed" / "coco_instances.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    categories = {a["instance_id"]: names[a["category_id"]] for a in coco["annotations"]}
+    assert sorted(categories) == masks[1:] and categories[relabelled] == new_class

@@ -415,8 +415,8 @@ def test_class_factory_and_init_processing_register_the_provider_fresh(tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"before": False, "constructed": False, "provider": "samrs",
-                   "algs": ["samrs:datasetreport", "samrs:evaluate", "samrs:importannotations", ALG,
-                            "samrs:segmentdataset"], "icon": True,
+                   "algs": ["samrs:datasetreport", "samrs:evaluate", "samrs:exportreviewed",
+                            "samrs:importannotations", ALG, "samrs:segmentdataset"], "icon": True,
                    "help": out["help"], "torch": False, "after_unload": False}
     assert out["help"] > 200
 
