@@ -1,7 +1,8 @@
 """The review dock: walks the masks of a result layer on the map, one key per decision.
 
-Keys (while the dock or the map has focus): A accept, R reject, C relabel to the class chosen in the
-dock (1-9 pick and apply a class directly), Backspace or B one mask back, Space or N skip.
+Keys (while the dock is shown and it or the map has focus): A accept, R reject, C relabel to the class
+chosen in the dock (1-9 pick and apply a class directly), B one mask back, N skip; in the dock also
+Backspace (back) and Space (skip).
 """
 from __future__ import annotations
 
@@ -54,19 +55,25 @@ class ReviewDock(QDockWidget):
         layout.addStretch(1)
         self.setWidget(body)
         self._shortcuts = []
-        keys = {"A": self.accept, "R": self.reject, "C": self.relabel, "B": self.back, "Backspace": self.back,
-                "N": self.skip, "Space": self.skip}
+        keys = {"A": self.accept, "R": self.reject, "C": self.relabel, "B": self.back, "N": self.skip}
         keys.update({str(i): (lambda i=i: self.relabel_to_index(i - 1)) for i in range(1, 10)})
-        for target in (self, iface.mapCanvas()):
-            for key, slot in keys.items():
+        # On the map the keys work too (the user looks at the mask there), but Space and Backspace keep
+        # their map meanings (pan, delete); all of them only while the dock is shown.
+        for target, extra in ((self, {"Backspace": self.back, "Space": self.skip}), (iface.mapCanvas(), {})):
+            for key, slot in dict(keys, **extra).items():
                 shortcut = QShortcut(QKeySequence(key), target)
                 shortcut.setContext(Qt.WidgetWithChildrenShortcut)
                 shortcut.activated.connect(slot)
                 self._shortcuts.append(shortcut)
+        self.visibilityChanged.connect(self._enable_keys)
         self.layer_box.layerChanged.connect(self.start)
         self.order_box.currentTextChanged.connect(self.start)
         self.filter_box.currentTextChanged.connect(self.start)
         self.start()
+
+    def _enable_keys(self, visible: bool):
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(visible)
 
     # -- session --------------------------------------------------------------------------------------
     def start(self, *_):
