@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 from .errors import InputError
 
@@ -95,3 +95,42 @@ class OutputTransaction:
         if self._scratch_dir is not None:
             shutil.rmtree(self._scratch_dir, ignore_errors=True)
             self._scratch_dir = None
+
+
+def write_text_files(contents: Sequence[Tuple[str, str]], role: str) -> None:
+    """Write each ``(path, text)`` (UTF-8, line ends as in ``text``) all or nothing.
+
+    Every text first goes to a new temporary file beside its path; the temporaries are moved into place
+    (``os.replace``) only once all are written, and removed on any failure, so an earlier file is either
+    kept whole or replaced whole. Raises :class:`InputError` naming ``role`` when a folder or temporary
+    file cannot be created or written.
+    """
+    staged: List[Tuple[str, str]] = []  # (temporary path, final path)
+    try:
+        for path, text in contents:
+            path = os.path.abspath(path)
+            staged.append((_write_temp_beside(path, text, role), path))
+        for temp, path in staged:
+            os.replace(temp, path)
+    except BaseException:
+        for temp, _ in staged:
+            if os.path.exists(temp):
+                os.remove(temp)
+        raise
+
+
+def _write_temp_beside(path: str, text: str, role: str) -> str:
+    """Write ``text`` to a new temporary file in ``path``'s folder (created with the umask's mode, unlike
+    ``mkstemp``'s 0600); returns its path."""
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(temp, "x", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+    except OSError as exc:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise InputError(f"The {role} '{path}' cannot be written ({exc.strerror}). Choose a writable "
+                         "folder.") from exc
+    return temp

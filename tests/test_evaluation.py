@@ -281,7 +281,7 @@ def test_missing_or_empty_produced_instance_counts_as_iou_zero(tmp_path):
 
 def test_instance_rasters_give_the_same_numbers_as_polygons(tmp_path, monkeypatch):
     # Tiny read chunks: the first pass sees instances cut across many blocks and must merge their bounds.
-    monkeypatch.setattr(evaluation, "CHUNK_PIXELS", 300)
+    monkeypatch.setattr(evaluation.instance_rasters, "CHUNK_PIXELS", 300)
     grid = write_grid(tmp_path / "image.tif")
     triangle = Polygon([T * (30.3, 33.3), T * (60.3, 33.3), T * (30.3, 60.7)])  # vertices off pixel centres
     truth = {1: rect(2, 2, 20, 14), 2: unary_union([rect(24, 2, 40, 6), rect(24, 6, 28, 30)]), 3: triangle,
