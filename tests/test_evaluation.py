@@ -503,3 +503,33 @@ def test_memory_stays_bounded_by_the_instances(tmp_path):
         tracemalloc.stop()
     assert [i.iou for i in result.instances] == [pytest.approx(150 * 200 / (250 * 200)), 1.0]
     assert peak < 60e6, peak
+
+
+def test_masks_of_an_image_without_georeferencing_are_compared_where_qgis_shows_it(tmp_path):
+    """A plain PNG as the grid and pixel-space layers (x = column, y = -row): identical masks give IoU 1,
+    a known overlap its value."""
+    import fiona
+    import rasterio as rio
+    from shapely.geometry import box as rect, mapping
+
+    from samrs.samrs_qgis.evaluation import evaluate
+    from samrs.samrs_qgis.georef import UNDEFINED_CARTESIAN_WKT
+
+    png = tmp_path / "image.png"
+    with rio.open(png, "w", driver="PNG", width=64, height=48, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 48, 64), np.uint8))
+
+    def layer(path, squares):
+        schema = {"geometry": "Polygon", "properties": {"instance_id": "int", "class_name": "str", "status": "str"}}
+        with fiona.open(path, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=UNDEFINED_CARTESIAN_WKT) as out:
+            for i, (c0, r0, c1, r1) in enumerate(squares, start=1):
+                out.write({"geometry": mapping(rect(c0, -r1, c1, -r0)),
+                           "properties": {"instance_id": i, "class_name": "a", "status": "ok"}})
+        return str(path)
+
+    reference = layer(tmp_path / "ref.gpkg", [(10, 10, 30, 30), (40, 5, 60, 25)])
+    produced = layer(tmp_path / "prod.gpkg", [(10, 10, 30, 40), (40, 5, 60, 25)])
+    result = evaluate(produced, reference, str(png))
+    ious = sorted(round(i.iou, 6) for i in result.instances)
+    # the first produced square is 10 rows taller: I = 20 * 20, U = 20 * 30
+    assert ious == [round(400 / 600, 6), 1.0]

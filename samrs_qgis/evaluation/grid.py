@@ -26,6 +26,7 @@ from affine import Affine
 from rasterio import features as rio_features
 
 from ..errors import InputError
+from ..georef import pixel_to_map_transform
 from .sources import EvaluationPair, InstanceRaster
 
 RLE_LIMIT = 1 << 32  # pycocotools counts runs in uint32: a grid must hold fewer pixels than this
@@ -58,7 +59,8 @@ def read_grid(path: str) -> Grid:
             raise InputError(f"The grid raster '{path}' has {ds.width} x {ds.height} pixels; COCO's run-length "
                              f"masks hold fewer than {RLE_LIMIT} pixels per image. Cut the image and its masks "
                              "into tiles (e.g. `gdal_retile.py`) and evaluate the tiles together as a dataset.")
-        return Grid(path=path, width=ds.width, height=ds.height, transform=ds.transform, crs=ds.crs)
+        # a raster without georeferencing sits where QGIS shows it, as the engine's outputs for it do
+        return Grid(path=path, width=ds.width, height=ds.height, transform=pixel_to_map_transform(ds), crs=ds.crs)
 
 
 def pair_grid(pair: EvaluationPair, produced, reference) -> Grid:

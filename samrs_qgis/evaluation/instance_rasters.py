@@ -16,6 +16,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ..errors import InputError
+from ..georef import pixel_to_map_transform
 from ..progress import Progress
 from .grid import Grid, GridMask, open_raster, window_rle
 from .sources import InstanceRaster, Key
@@ -44,7 +45,7 @@ def _check_on_grid(ds, path: str, role: str, grid: Grid) -> None:
         problem = f"it has {ds.width} x {ds.height} pixels, the grid {grid.width} x {grid.height}"
     else:
         # The instance raster's pixel space in the grid's: identity when the rasters are aligned.
-        rel = ~grid.transform * ds.transform
+        rel = ~grid.transform * pixel_to_map_transform(ds)
         if max(abs(rel.a - 1), abs(rel.b), abs(rel.d), abs(rel.e - 1)) > 1e-6 or max(abs(rel.c), abs(rel.f)) > 1e-3:
             problem = "its geotransform differs from the grid's (pixel size or origin)"
     if problem is None and ds.crs and grid.crs and ds.crs != grid.crs:

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..georef import defined_crs_wkt
 from ..progress import Progress
 from ..vector_output import SHAPEFILE_RESULT_NAMES
 from .grid import Grid, GridMask, rasterize_window, window_rle
@@ -65,8 +66,7 @@ class _ToPixels:
         self.inverse = ~grid.transform
         self.transformer = None
         grid_wkt = grid.crs.to_wkt() if grid.crs else ""
-        if layer_crs_wkt and CRS.from_wkt(layer_crs_wkt).name.startswith("Undefined "):
-            layer_crs_wkt = ""  # a GeoPackage layer without CRS reports "Undefined geographic/cartesian SRS"
+        layer_crs_wkt = defined_crs_wkt(layer_crs_wkt)  # GDAL's "Undefined ... SRS" means no CRS
         if layer_crs_wkt and grid_wkt:
             src, dst = CRS.from_wkt(layer_crs_wkt), CRS.from_wkt(grid_wkt)
             if not src.equals(dst, ignore_axis_order=True):
