@@ -751,7 +751,6 @@ def main():
     upto = sides <= WINDOW
     ours_native = sum(scale_of[b.instance_id] == 1.0 for b, u in zip(boxes6, upto) if u)
     dec_ours = min(ours_decode, smooth_decode)  # the same decoder work in all of figure 2's runs
-    dec_ours = min(ours_decode, smooth_decode)  # the same decoder work in all 4 of figure 2's runs
     n6 = len(boxes6)
 
     def est(windows, decodes):
