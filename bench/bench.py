@@ -750,6 +750,7 @@ def main():
     median_box = boxes6[int(np.argsort(sides)[len(sides) // 2])]
     upto = sides <= WINDOW
     ours_native = sum(scale_of[b.instance_id] == 1.0 for b, u in zip(boxes6, upto) if u)
+    tiles6, hit6, decodes6, whole6 = grid_baseline(bounds6, size6, size6)
     dec_ours = min(ours_decode, smooth_decode)  # the same decoder work in all of figure 2's runs
     n6 = len(boxes6)
 
