@@ -42,7 +42,7 @@ from .annotations.model import Annotation, Problem
 from .boxes import read_box_file
 from .classes import ClassCatalog
 from .errors import Cancelled, InputError, SamrsError
-from .pipeline import OutputPaths, SegmentJob, SegmentOptions, make_backend
+from .pipeline import OutputPaths, SegmentJob, SegmentOptions, make_backend, maybe_compile_decoder
 from .progress import Progress
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
 from .transaction import OutputTransaction
@@ -379,6 +379,9 @@ class DatasetJob:
         progress.info(f"{len(annotations)} boxes")
         if self.backend is None:
             self.backend = make_backend(self.options)  # once for the whole dataset: the model stays loaded
+            # whether compiling the decoder pays off is a question of the whole dataset, not of one image
+            maybe_compile_decoder(self.backend, sum(self.weights.values()), self.options.compile_decoder,
+                                  self.progress)
         try:
             job = SegmentJob(image.path, read_box_file(outputs.boxes, BOX_LAYER),
                              OutputPaths(outputs.instances, outputs.semantic, outputs.polygons),

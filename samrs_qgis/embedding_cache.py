@@ -17,9 +17,14 @@ import numpy as np
 DEFAULT_LIMIT_MB = 2048
 
 
-def default_cache_dir() -> str:
+def cache_root() -> str:
+    """The engine's cache folder: ``$XDG_CACHE_HOME/samrs`` (``~/.cache/samrs``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "samrs", "embeddings")
+    return os.path.join(base, "samrs")
+
+
+def default_cache_dir() -> str:
+    return os.path.join(cache_root(), "embeddings")
 
 
 class EmbeddingCache:

@@ -294,17 +294,8 @@ class SegmentJob:
                 "SAMRS_SOURCE_RASTER": self.raster_path}
 
     def _maybe_compile_decoder(self) -> None:
-        choice = self.options.compile_decoder
-        if choice not in ("auto", "on", "off"):
-            raise InputError(f"Unknown compile_decoder '{choice}'. Choose auto, on or off.")
-        if not hasattr(self.backend, "compile_decoder") or choice == "off":
-            return
-        from .backends.sam import COMPILE_MIN_BOXES
-
-        usable = sum(b.is_usable for b in self.boxes)
-        if choice == "on" or (getattr(self.backend, "device", "") == "cpu" and usable >= COMPILE_MIN_BOXES):
-            self.progress.info(f"Compiling the mask decoder for {usable} boxes (once per run).")
-            self.backend.compile_decoder()
+        maybe_compile_decoder(self.backend, sum(b.is_usable for b in self.boxes), self.options.compile_decoder,
+                              self.progress)
 
     def _read_ahead(self, plans: List[WindowPlan], timings: Counter):
         """Yield ``(plan, frame, valid)`` per window while the next window is read in a background thread,
@@ -429,6 +420,18 @@ class SegmentJob:
         write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs, "transform": self.raster.transform},
                       staged.instances, staged.semantic, instance_ids, classes, self.catalog.names,
                       self.options.background, tags)
+
+
+def maybe_compile_decoder(backend: Backend, boxes: int, choice: str, progress: Progress) -> None:
+    """Compile the backend's decoder when asked (``on``), or (``auto``) on a CPU when ``boxes`` boxes are
+    enough to pay for compiling; a decoder already compiled stays as it is."""
+    if choice not in ("auto", "on", "off"):
+        raise InputError(f"Unknown compile_decoder '{choice}'. Choose auto, on or off.")
+    if not hasattr(backend, "compile_decoder") or choice == "off" or getattr(backend, "compiled", False):
+        return
+    if choice == "on" or (getattr(backend, "device", "") == "cpu" and boxes >= backend.compile_threshold()):
+        progress.info(f"Compiling the mask decoder for {boxes} boxes (once per run).")
+        backend.compile_decoder()
 
 
 def segment_boxes(raster_path: str, boxes: BoxSource, outputs: OutputPaths,

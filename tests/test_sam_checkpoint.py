@@ -6,7 +6,7 @@ import torch
 from affine import Affine
 from segment_anything import sam_model_registry
 
-from samrs.samrs_qgis.backends.sam import SamBackend, sam_box_prompt
+from samrs.samrs_qgis.backends.sam import COMPILE_MIN_BOXES, COMPILE_MIN_BOXES_WARM, SamBackend, sam_box_prompt
 from samrs.samrs_qgis.backends.sam_checkpoint import encoder_config_from_state, load_sam
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import InputError
@@ -116,8 +116,11 @@ def test_compiled_decoder_gives_the_same_masks_as_the_eager_one(tiny_sam_checkpo
     compiled.compile_decoder()
     eager.encode(frame)
     compiled.encode(frame)
+    assert compiled.compile_threshold() == COMPILE_MIN_BOXES  # nothing compiled in this cache yet
     a, b = eager.decode(boxes), compiled.decode(boxes)  # 3 boxes: padded to the compiled batch of 4
     assert compiled.compiled and len(b) == 3
+    # once compiled here, later runs compile from the cache: compiling pays off from fewer boxes
+    assert eager.compile_threshold() == COMPILE_MIN_BOXES_WARM < COMPILE_MIN_BOXES
     for x, y in zip(a, b):
         assert ((x.grid > 0) == (y.grid > 0)).mean() > 0.999
         assert y.score == pytest.approx(x.score, abs=1e-3)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits
+from ..embedding_cache import cache_root
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
@@ -24,9 +25,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # fastest: measured here (vit_b bf16, 2 cores) 17.6 ms/box at 4, 21 at 1, 24 at 8, 28 at 16. A GPU wants many.
 CPU_BATCH = 4
 CUDA_BATCH = 64
-# torch.compile fuses the decoder's element-wise work (measured here, vit_b bf16 batch 4: 17.6 -> 11.8
-# ms/box) but compiling costs 10-35 s per process: worth it from about this many boxes.
-COMPILE_MIN_BOXES = 2000
+# torch.compile fuses the decoder's element-wise work (measured here, vit_b bf16 batch 4: 15-19 -> 7-11
+# ms/box). Compiling costs ~18 s the first time on a machine and ~1.5 s once its kernels are in the
+# compile cache (kept in the engine's cache folder): worth it from about this many boxes in a run.
+COMPILE_MIN_BOXES = 2000  # nothing compiled here before
+COMPILE_MIN_BOXES_WARM = 300  # the same decoder was compiled here before (a marker in the compile cache)
 
 
 def cpu_supports_bf16() -> bool:
@@ -138,9 +141,35 @@ class SamBackend(Backend):
         """Run the decoder's transformer through ``torch.compile`` (same computation, fused kernels).
 
         Shapes are kept static (batches are padded to ``preferred_batch``) so it compiles once;
-        if compiling fails (e.g. no C++ compiler) the eager decoder is used again.
+        if compiling fails (e.g. no C++ compiler) the eager decoder is used again. Compiled kernels
+        are cached in the engine's cache folder, so later runs compile in seconds.
         """
-        self.decoder.compile()
+        import os
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled"))
+        if not self.decoder.compiled:
+            self.decoder.compile()
+
+    def _compile_marker(self) -> str:
+        import os
+
+        name = f"decoder-{self._torch.__version__}-{self.device}-{self.precision}-b{self.preferred_batch}"
+        return os.path.join(os.environ.get("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled")),
+                            "samrs-markers", name)
+
+    def compile_threshold(self) -> int:
+        """Boxes in a run from which compiling pays off: fewer once this decoder was compiled here."""
+        import os
+
+        return COMPILE_MIN_BOXES_WARM if os.path.exists(self._compile_marker()) else COMPILE_MIN_BOXES
+
+    def _note_compiled(self) -> None:
+        import os
+
+        marker = self._compile_marker()
+        if not os.path.exists(marker):
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            open(marker, "w").close()
 
     def _precision(self):
         """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32)."""
@@ -204,6 +233,9 @@ class SamBackend(Backend):
                     raise
                 self.decoder.uncompile()
                 results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
+            else:
+                if self.compiled:
+                    self._note_compiled()
         return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL, cell=LOGIT_CELL,
                           score=score) for grid, row, col, score in results]
 
