@@ -108,7 +108,8 @@ def test_multimask_keeps_the_candidate_with_the_best_predicted_iou(tiny_sam_chec
     assert [o.grid.shape for o in single.decode(boxes)] == [(256, 256)] * 2
 
 
-def test_compiled_decoder_gives_the_same_masks_as_the_eager_one(tiny_sam_checkpoint):
+def test_compiled_decoder_gives_the_same_masks_as_the_eager_one(tiny_sam_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiled"))  # a compile cache of its own
     frame = np.random.default_rng(4).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     boxes = np.array([[100, 100, 300, 260], [600, 650, 700, 800], [10, 900, 200, 1010]], dtype=float)
     eager = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")

@@ -103,3 +103,20 @@ def test_a_cropped_grid_is_read_at_its_frame_offset():
     # a crop placed at (8, 4) in frame space: the centre of pixel (10, 6) lies 1/8 cell past the
     # centre of its first cell in x and y: 0.875 * (0.875 * 0 + 0.125 * 1) + 0.125 * (0.875 * 4 + 0.125 * 5)
     assert sample_region(logits, (1.0, 1.0), (10, 6, 11, 7))[0, 0] == pytest.approx(0.625)
+
+
+def test_bfloat16_decoder_agrees_with_fp32(tiny_sam_checkpoint):
+    """The bf16 decoder (its own bf16 weights, no autocast) against fp32 on the same embedding: the same
+    masks but for pixels where the logit is near 0 (random weights give many such pixels)."""
+    frame = np.random.default_rng(7).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    fp32 = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    bf16 = SamBackend(tiny_sam_checkpoint, device="cpu", precision="bf16")
+    fp32.encode(frame)
+    bf16.load_embedding(fp32.embedding, frame.shape[:2])  # the same image embedding: only the decoder differs
+    assert bf16.decoder.decoder.iou_token.weight.dtype == torch.bfloat16
+    regions = regions_for(BOXES)
+    for a, b in zip(fp32.decode(BOXES, regions), bf16.decode(BOXES, regions)):
+        assert a.grid.shape == b.grid.shape and b.grid.dtype == np.float32
+        confident = np.abs(a.grid) > 0.05 * np.abs(a.grid).max()
+        assert ((a.grid > 0) == (b.grid > 0))[confident].mean() > 0.99
+        assert b.score == pytest.approx(a.score, abs=0.02)

@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Boxes decoded together. On a CPU the decoder is bound by memory traffic (each box carries a
 # 4096x256 copy of the image tokens through the transformer), so small batches that stay in cache are
-# fastest: measured here (vit_b bf16, 2 cores) 17.6 ms/box at 4, 21 at 1, 24 at 8, 28 at 16. A GPU wants many.
+# fastest: measured here (vit_b bf16, 2 cores) 14-15 ms/box at 2 to 8, 16 at 1, 19 at 16. A GPU wants many.
 CPU_BATCH = 4
 CUDA_BATCH = 64
 # torch.compile fuses the decoder's element-wise work (measured here, vit_b bf16 batch 4: 15-19 -> 7-11
@@ -131,7 +131,7 @@ class SamBackend(Backend):
         self.multimask = multimask
         self.checkpoint = checkpoint
         self.input_size = self.model.image_encoder.img_size
-        self.decoder = WindowMaskDecoder(self.model)
+        self.decoder = WindowMaskDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
 
     @property
     def compiled(self) -> bool:

@@ -118,13 +118,21 @@ def bucketed(lo: int, hi: int, size: int) -> Tuple[int, int]:
 class WindowMaskDecoder:
     """SAM's prompt encoder + mask decoder for box prompts, with per-window work done once.
 
-    ``set_embedding`` once per window, then ``decode`` batches of boxes. Autocast and inference
-    mode are the caller's.
+    ``set_embedding`` once per window, then ``decode`` batches of boxes. Inference mode is the caller's.
+    With ``dtype`` (bfloat16) the mask decoder runs on a copy of its weights in that type, natively:
+    under autocast every linear layer would cast the 4096 image tokens per box to bf16 and every layer
+    norm back to fp32, and those copies cost more than the arithmetic (measured here: 18.3 -> 13.8
+    ms/box, masks agreeing with fp32 as closely as autocast's, 0.997 on random weights). The prompt
+    encoder stays in fp32 (its positional encoding needs it). Without ``dtype``, the caller's autocast
+    (or fp32) applies.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, dtype=None):
+        import copy
+
         self.model = model
-        self.decoder = model.mask_decoder
+        self.dtype = dtype
+        self.decoder = copy.deepcopy(model.mask_decoder).to(dtype) if dtype is not None else model.mask_decoder
         self.window: Optional[WindowTensors] = None
         self.transformer = self._eager_transformer
         self.compiled = False
@@ -148,12 +156,28 @@ class WindowMaskDecoder:
 
     def set_embedding(self, features) -> None:
         """Take a window's image embedding (1, c, 64, 64) and compute its box-independent tensors."""
+        with self._native():
+            self._set_embedding(features)
+
+    def _native(self):
+        """No autocast while the decoder runs in its own dtype (see the class docstring)."""
+        import contextlib
+
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return _torch().autocast(self.decoder.iou_token.weight.device.type, enabled=False)
+
+    def _cast(self, tensor):
+        return tensor.to(self.dtype) if self.dtype is not None else tensor
+
+    def _set_embedding(self, features) -> None:
         prompt = self.model.prompt_encoder
         first = self.decoder.transformer.layers[0]
         to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the dense prompt when no mask is given
-        image_pe = prompt.get_dense_pe()
-        keys = (features + dense).flatten(2).permute(0, 2, 1)
+        image_pe = self._cast(prompt.get_dense_pe())
+        features = self._cast(features)
+        keys = (features + self._cast(dense)).flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
         keyed = keys + key_pe
         self.window = WindowTensors(
@@ -175,16 +199,21 @@ class WindowMaskDecoder:
         is padding for a compiled batch shape). ``multimask`` picks the best of SAM's three
         candidates by predicted IoU, else SAM's single-mask output.
         """
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        with self._native():
+            return self._decode(sparse, dense, masks is not None, regions, multimask,
+                                sparse.shape[0] if count is None else count)
+
+    def _decode(self, sparse, dense, mask_prompt: bool, regions, multimask: bool, count: int):
         torch = _torch()
         decoder, w = self.decoder, self.window
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        count = sparse.shape[0] if count is None else count
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
-        if masks is None:
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1),
+                            sparse.to(output_tokens.dtype)), dim=1)
+        if not mask_prompt:
             hs, keys = self.transformer(tokens, w)
         else:  # a mask prompt changes the image side per box: nothing to share, segment-anything's own path
-            hs, keys = decoder.transformer(w.features + dense, w.image_pe, tokens)
+            hs, keys = decoder.transformer(w.features + self._cast(dense), w.image_pe, tokens)
         hs, keys = hs[:count], keys[:count]
         iou = decoder.iou_prediction_head(hs[:, 0, :]).float()
         if multimask:
