@@ -789,7 +789,7 @@ def main():
         f"2), ours {dec_ours * 1000:.1f} ms/box (engine decode in figure 2's {2 + SMOOTH_RUNS} runs, best of "
         f"{2 + SMOOTH_RUNS}; bare "
         f"{b_bare * 1000:.1f}) | target >= 2x {verdict(r_dec >= 2)}")
-    out(f"Fig 7e compiled decoder per box (torch.compile, on by default for CPU runs of 2000+ boxes), eager fp32 "
+    out(f"Fig 7e compiled decoder per box (torch.compile, on by default for CPU runs of 2000+ boxes, 300+ once compiled before), eager fp32 "
         f"b{SAMRS_BATCH} / compiled ({ours.precision}, batch {compiled.preferred_batch}): {dec_fp32 / dec_compiled:.2f}, "
         f"eager ours / compiled {dec_eager7 / dec_compiled:.2f} | compiled {dec_compiled * 1000:.1f} ms/box, eager "
         f"{dec_eager7 * 1000:.1f} ms/box (same {len(fb7)} boxes and regions, alternating, best of 3), compiling "
