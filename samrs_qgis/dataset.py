@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .annotations import (ClassList, dataset_classes, find_annotation_file, image_frame, read_annotation_file,
                           write_box_layer)
+from .annotations.importer import classify
 from .annotations.model import Annotation, Problem
 from .boxes import read_box_file
 from .classes import ClassCatalog
@@ -438,20 +439,9 @@ class DatasetJob:
         return entry, annotations, frame
 
     def _classify(self, annotations: List[Annotation]) -> Tuple[List[Annotation], List[Problem]]:
-        """Spell classes as the dataset list does (keeping the file's spelling as ``source_class``); objects of
-        classes outside the list are problems. Without a list every class is in ``self.classes``."""
-        if self.class_list is None:
-            return annotations, []
-        kept, problems = [], []
-        for a in annotations:
-            name = self.class_list.resolve(a.class_name)
-            if name is None:
-                problems.append(Problem(a.source, a.line, a.number, f"class '{a.class_name}' is not in the "
-                                        f"{self.class_list.key} class list; the object is left out"))
-                continue
-            a.attributes["source_class"], a.class_name = a.class_name, name
-            kept.append(a)
-        return kept, problems
+        """Classes spelled as the dataset list does; objects of classes outside it are problems (see
+        :func:`.annotations.importer.classify`). Without a list every class is in ``self.classes``."""
+        return classify(annotations, self.class_list)
 
     def _write_samrs_files(self, outputs: ImageOutputs, frame, rboxes) -> None:
         """The class-index and colour PNGs and the instance file, committed together."""

@@ -63,8 +63,8 @@ def annotation_files(paths: Union[str, Sequence[str]], fmt: str = "auto") -> Lis
     return files
 
 
-def _classify(annotations: List[Annotation],
-              class_list: Optional[ClassList]) -> Tuple[List[Annotation], List[Problem]]:
+def classify(annotations: List[Annotation],
+             class_list: Optional[ClassList]) -> Tuple[List[Annotation], List[Problem]]:
     """Put each annotation's class in the list's spelling (in place, keeping the file's spelling as the
     attribute ``source_class``); an annotation whose class is not in the list becomes a problem."""
     if class_list is None:
@@ -74,7 +74,8 @@ def _classify(annotations: List[Annotation],
         name = class_list.resolve(a.class_name)
         if name is None:
             problems.append(Problem(a.source, a.line, a.number, f"class '{a.class_name}' is not in the "
-                                    f"{class_list.key} class list; choose another dataset list or none"))
+                                    f"{class_list.key} class list; the object is left out (choose another dataset "
+                                    "list, or none)"))
             continue
         a.attributes["source_class"], a.class_name = a.class_name, name
         kept.append(a)
@@ -111,7 +112,7 @@ def import_annotations(annotation_paths: Union[str, Sequence[str]], output_gpkg:
     for number, path in enumerate(files):
         progress.check_cancelled()
         result = read_annotation_file(path, fmt, image_name=image_path)
-        kept, class_problems = _classify(result.annotations, class_list)
+        kept, class_problems = classify(result.annotations, class_list)
         annotations += kept
         problems += sorted(result.problems + class_problems, key=lambda p: (p.number or 0, p.line or 0))
         progress.set_fraction(READ_SHARE * (number + 1) / len(files))
