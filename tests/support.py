@@ -9,6 +9,8 @@ import rasterio
 from affine import Affine
 from shapely.geometry import Polygon, mapping, shape
 
+from samrs.samrs_qgis.progress import Progress  # conftest has put the plugin on the path
+
 UTM = "EPSG:32617"
 
 
@@ -90,3 +92,26 @@ def synthetic_scene(size: int = 512, seed: int = 0) -> Tuple[np.ndarray, List[Tu
         rows, cols = np.nonzero(mask)
         objects.append((cls, mask, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)))
     return np.clip(image, 0, 255).astype(np.uint8), objects
+
+
+class RecordingProgress(Progress):
+    """An engine Progress that records what it is told and cancels on demand: when a message starts with
+    ``cancel_at``, or once ``cancel_after`` fractions were reported."""
+
+    def __init__(self, cancel_at: Optional[str] = None, cancel_after: Optional[int] = None):
+        self.fractions, self.messages, self.warnings = [], [], []
+        self.cancel_at, self.cancel_after, self.cancelled = cancel_at, cancel_after, False
+
+    def set_fraction(self, fraction):
+        self.fractions.append(fraction)
+
+    def info(self, message):
+        self.messages.append(message)
+        if self.cancel_at and message.startswith(self.cancel_at):
+            self.cancelled = True
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    def is_cancelled(self):
+        return self.cancelled or (self.cancel_after is not None and len(self.fractions) >= self.cancel_after)

@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 
 import support
+from support import RecordingProgress
 from samrs.samrs_qgis import dataset as dataset_module
 from samrs.samrs_qgis import pipeline as pipeline_module
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
@@ -25,7 +26,6 @@ from samrs.samrs_qgis.classes import class_colours
 from samrs.samrs_qgis.dataset import DatasetJob, segment_dataset
 from samrs.samrs_qgis.errors import Cancelled
 from samrs.samrs_qgis.pipeline import SegmentOptions
-from samrs.samrs_qgis.progress import Progress
 
 CLASS_OF = {"tank": "storage-tank", "building": "tennis-court", "pond": "swimming-pool"}
 SORTED_CLASSES = ["plane", "storage-tank", "swimming-pool", "tennis-court"]  # ids by sorted name
@@ -82,26 +82,6 @@ def build_dataset(root, stems=("a", "b", "c", "d", "e", "f", "g")):
     return corners, str(images), str(labels)
 
 
-class Recorder(Progress):
-    def __init__(self, cancel_at=None):
-        self.fractions, self.messages, self.warnings = [], [], []
-        self.cancel_at, self.cancelled = cancel_at, False
-
-    def set_fraction(self, fraction):
-        self.fractions.append(fraction)
-
-    def info(self, message):
-        self.messages.append(message)
-        if self.cancel_at and message.startswith(self.cancel_at):
-            self.cancelled = True
-
-    def warning(self, message):
-        self.warnings.append(message)
-
-    def is_cancelled(self):
-        return self.cancelled
-
-
 def grabcut(**kwargs):
     return SegmentOptions(backend="grabcut", embedding_cache=False, **kwargs)
 
@@ -122,7 +102,7 @@ def load(path):
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     corners, images, labels = build_dataset(root)
-    progress = Recorder()
+    progress = RecordingProgress()
     summary = segment_dataset(images, labels, str(root / "out"), grabcut(), progress=progress)
     return dict(root=root, out=root / "out", corners=corners, summary=summary, progress=progress,
                 images=images, labels=labels)
@@ -281,14 +261,14 @@ def test_interrupted_runs_resume_to_the_same_outputs(run, tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "out"
     segment_dataset(images, labels, str(reference), grabcut(), backend=GrabCutBackend())
     with pytest.raises(Cancelled):  # cancelled while segmenting the second image
-        segment_dataset(images, labels, str(out), grabcut(), progress=Recorder(cancel_at="image 2/7: b:"),
+        segment_dataset(images, labels, str(out), grabcut(), progress=RecordingProgress(cancel_at="image 2/7: b:"),
                         backend=GrabCutBackend())
     manifest = load(out / "manifest.json")
     assert manifest["images"]["a"]["status"] == "done"
     assert {e["status"] for s, e in manifest["images"].items() if s != "a"} == {"pending"}
     assert not os.path.exists(out / "geo" / "b.gpkg") and not os.path.exists(out / "coco_instances.json")
 
-    progress = Recorder()
+    progress = RecordingProgress()
     summary = segment_dataset(images, labels, str(out), grabcut(), progress=progress, backend=GrabCutBackend())
     assert summary.skipped == 1 and "image 1/7: a: done in an earlier run, kept" in progress.messages
     same_outputs(reference, out)

@@ -8,8 +8,7 @@ import pytest
 import tools_data as td
 from samrs.samrs_qgis.annotations import import_annotations
 from samrs.samrs_qgis.errors import Cancelled
-from samrs.samrs_qgis.progress import Progress
-from support import read_features
+from support import RecordingProgress, read_features
 from test_tools_cli import bad, ok, run_cli
 from test_tools_processing import RecordingFeedback, json_results, run
 
@@ -144,17 +143,6 @@ def test_segment_dataset_cli(tmp_path, dataset):
 
 # -- import progress and cancellation -------------------------------------------------------------
 
-class Recorder(Progress):
-    def __init__(self, cancel_after=None):
-        self.fractions, self.cancel_after = [], cancel_after
-
-    def set_fraction(self, fraction):
-        self.fractions.append(fraction)
-
-    def is_cancelled(self):
-        return self.cancel_after is not None and len(self.fractions) >= self.cancel_after
-
-
 @pytest.fixture
 def dota(tmp_path):
     folder = tmp_path / "labelTxt"
@@ -165,14 +153,14 @@ def dota(tmp_path):
 
 
 def test_import_reports_progress_per_file_and_a_cancelled_import_writes_nothing(tmp_path, dota):
-    progress = Recorder()
+    progress = RecordingProgress()
     summary = import_annotations(dota, str(tmp_path / "boxes.gpkg"), progress=progress)
     assert summary.annotations == 4
     assert progress.fractions == pytest.approx([0.45, 0.9, 1.0])
     for cancel_after in (0, 1, 2):  # before the first file, after the first, before writing
         out = tmp_path / f"cancelled{cancel_after}.gpkg"
         with pytest.raises(Cancelled):
-            import_annotations(dota, str(out), progress=Recorder(cancel_after))
+            import_annotations(dota, str(out), progress=RecordingProgress(cancel_after=cancel_after))
         assert not out.exists() and not list(tmp_path.glob(f"*cancelled{cancel_after}*"))
 
 

@@ -19,11 +19,11 @@ import rasterio
 from affine import Affine
 
 import support
+from support import RecordingProgress
 from samrs.samrs_qgis.classes import class_colours
 from samrs.samrs_qgis.dataset import ImageOutputs, segment_dataset
 from samrs.samrs_qgis.errors import Cancelled, InputError
 from samrs.samrs_qgis.pipeline import SegmentOptions
-from samrs.samrs_qgis.progress import Progress
 from samrs.samrs_qgis.review_export import export_reviewed
 
 CLASS_OF = {"tank": "storage-tank", "building": "tennis-court", "pond": "swimming-pool"}
@@ -89,26 +89,6 @@ def write_review(polygons, decisions):
     os.replace(temp, polygons)
 
 
-class Recorder(Progress):
-    def __init__(self, cancel_at=None):
-        self.fractions, self.messages, self.warnings = [], [], []
-        self.cancel_at, self.cancelled = cancel_at, False
-
-    def set_fraction(self, fraction):
-        self.fractions.append(fraction)
-
-    def info(self, message):
-        self.messages.append(message)
-        if self.cancel_at and message.startswith(self.cancel_at):
-            self.cancelled = True
-
-    def warning(self, message):
-        self.warnings.append(message)
-
-    def is_cancelled(self):
-        return self.cancelled
-
-
 def read_array(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -137,7 +117,7 @@ def run(tmp_path_factory):
     shutil.copytree(source, original)  # the outputs as segmented, to compare with
     for stem, decisions in REVIEW.items():
         write_review(str(ImageOutputs.of(str(source), stem).polygons), decisions)
-    progress = Recorder()
+    progress = RecordingProgress()
     summary = export_reviewed(str(source), str(root / "reviewed"), progress=progress)
     return dict(root=root, source=source, original=original, out=root / "reviewed", summary=summary,
                 progress=progress, plain=plain)
@@ -328,13 +308,13 @@ def test_refused_folders(run, tmp_path):
 def test_cancelled_export_writes_nothing(run, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Cancelled):
-        export_reviewed(run["source"], out, progress=Recorder(cancel_at="image 1/2: a:"))
+        export_reviewed(run["source"], out, progress=RecordingProgress(cancel_at="image 1/2: a:"))
     assert not os.path.exists(out)  # not even the folders it made
     # An earlier export stays as it was; a finished export replaces it.
     export_reviewed(run["original"], out)
     before = {rel: os.path.getmtime(out / rel) for rel in files(out)}
     with pytest.raises(Cancelled):
-        export_reviewed(run["source"], out, progress=Recorder(cancel_at="image 2/2: b:"))
+        export_reviewed(run["source"], out, progress=RecordingProgress(cancel_at="image 2/2: b:"))
     assert {rel: os.path.getmtime(out / rel) for rel in files(out)} == before
     export_reviewed(run["source"], out)
     assert files(out) == files(run["out"])
