@@ -17,9 +17,10 @@ mkdir -p "$out"
   INPUT="$root/demo/OSBS_029.tif" BOXES="$root/demo/OSBS_029_boxes.gpkg" CLASS_FIELD=label \
   BACKEND=$backend "${extra[@]}" \
   OUTPUT_INSTANCES="$out/OSBS_029_instances.tif" OUTPUT_SEMANTIC="$out/OSBS_029_semantic.tif" \
-  OUTPUT_POLYGONS="$out/OSBS_029_masks.gpkg" 2>&1 | grep -v -e DeprecationWarning -e '^$' \
+  OUTPUT_POLYGONS="$out/OSBS_029_masks.gpkg" PREVIEW=true 2>&1 | grep -v -e DeprecationWarning -e '^$' \
   | sed -n '/^Results/,$p;/^Backend:/p;/^Boxes:/p'
 test -s "$out/OSBS_029_masks.gpkg"
 echo "demo: outputs in $out:"
 ls -1 "$out"
-echo "demo: open them in QGIS over demo/OSBS_029.tif, or run: ogrinfo -so $out/OSBS_029_masks.gpkg masks"
+echo "demo: look at $out/OSBS_029_masks_preview.png (every mask) and OSBS_029_masks_worst.png (the lowest"
+echo "      scores), or open the outputs in QGIS over demo/OSBS_029.tif: they open styled"
