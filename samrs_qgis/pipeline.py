@@ -33,7 +33,7 @@ from .raster_input import RasterInput
 from .raster_output import InstanceCanvas, write_rasters
 from .styles import write_output_styles
 from .transaction import OutputTransaction
-from .vector_output import PolygonWriter, vector_driver
+from .vector_output import InputOrderWriter, vector_driver
 from .windows import WindowPlan, plan_windows
 
 BACKENDS = ("sam", "grabcut")
@@ -231,8 +231,8 @@ class SegmentJob:
         writer = None
         if staged.polygons:
             crs_wkt = raster.crs.to_wkt() if raster.crs else UNDEFINED_CARTESIAN_WKT
-            writer = PolygonWriter(staged.polygons, self.source.fields, crs_wkt, layer_name="masks",
-                                   tags=self.provenance())
+            writer = InputOrderWriter(staged.polygons, transaction.scratch_path("polygons.gpkg"), self.source.fields,
+                                      crs_wkt, layer_name="masks", tags=self.provenance())
         timings = Counter()
         self.batch_size = opts.batch_size or backend.preferred_batch
         self._maybe_compile_decoder()
@@ -245,7 +245,8 @@ class SegmentJob:
             try:
                 for box in self.boxes:  # boxes with no mask to compute are accounted for first
                     if not box.is_usable and writer:
-                        writer.write(box.feature.attributes, self._result_fields(box, None, 0), None)
+                        writer.write(run_index[id(box)], box.feature.attributes, self._result_fields(box, None, 0),
+                                     None)
                 for plan, frame, valid in self._read_ahead(plans, timings):
                     self.progress.check_cancelled()
                     t1 = time.perf_counter()
@@ -268,22 +269,25 @@ class SegmentJob:
                                 box.status = STATUS_EMPTY
                                 box.detail = "no object pixels were found in the box"
                             if writer:
-                                writer.write(box.feature.attributes,
+                                writer.write(run_index[id(box)], box.feature.attributes,
                                              self._result_fields(box, box_logits.score, crop.area), geometry)
                         timings["postprocess"] += time.perf_counter() - t4
                         start += len(batch)
                         done += len(batch)
                         self.progress.set_fraction(0.95 * done / max(total_work, 1))
+                self.progress.check_cancelled()
                 if writer:
-                    writer.close()
+                    t5 = time.perf_counter()
+                    writer.close()  # the layer in input order
                     writer = None
+                    timings["postprocess"] += time.perf_counter() - t5
                 self.progress.check_cancelled()
                 self._write_rasters(canvas, staged, run_index)
                 self._write_styles(staged)
                 self.progress.set_fraction(1.0)
             finally:
                 if writer:
-                    writer.close()
+                    writer.abandon()
                 canvas.close()
         return dict(timings)
 

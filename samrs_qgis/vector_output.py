@@ -111,25 +111,36 @@ class AreaCalculator:
         return None
 
 
+def _open_layer(path: str, driver: str, schema: Dict, crs_wkt: str, layer_name: str,
+                tags: Optional[Dict[str, str]]):
+    import fiona
+
+    options = {"layer": layer_name} if driver in ("GPKG", "SQLite") else {}
+    collection = fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt or None, **options)
+    if tags and driver == "GPKG":
+        collection.update_tags(tags)
+    return collection
+
+
 class PolygonWriter:
-    """Writes result features one at a time (the layer is never held in memory)."""
+    """Writes result features one at a time (the layer is never held in memory).
+
+    ``naming_driver``: the driver whose field-name rules apply (default: the file's own), so that a
+    scratch GeoPackage can hold features named as a Shapefile will want them.
+    """
 
     def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str,
-                 tags: Optional[Dict[str, str]] = None):
+                 tags: Optional[Dict[str, str]] = None, naming_driver: Optional[str] = None):
         """``tags``: layer metadata (GeoPackage keeps it; formats without layer metadata drop it)."""
-        import fiona
-
         driver = vector_driver(path)
-        self._renamed = output_field_names(source_fields, driver)
-        self._result_names = result_field_names(driver)
+        naming = naming_driver or driver
+        self._renamed = output_field_names(source_fields, naming)
+        self._result_names = result_field_names(naming)
         properties = {self._renamed[n]: (t if t in ("int", "float", "str", "bool") else "str")
                       for n, t in source_fields.items()}
         properties.update({self._result_names[n]: t for n, t in RESULT_FIELDS.items()})
-        schema = {"geometry": "MultiPolygon", "properties": properties}
-        options = {"layer": layer_name} if driver in ("GPKG", "SQLite") else {}
-        self._collection = fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt or None, **options)
-        if tags and driver == "GPKG":
-            self._collection.update_tags(tags)
+        self.schema = {"geometry": "MultiPolygon", "properties": properties}
+        self._collection = _open_layer(path, driver, self.schema, crs_wkt, layer_name, tags)
         self.areas = AreaCalculator(crs_wkt)
         self.count = 0
 
@@ -143,3 +154,40 @@ class PolygonWriter:
 
     def close(self) -> None:
         self._collection.close()
+
+
+class InputOrderWriter:
+    """Takes result features in any order and writes the layer in input order.
+
+    Features go to a scratch GeoPackage as they are made (windows do not follow the input order); ``close``
+    copies them into ``path`` by their input index, fetching each by its feature id. Memory: one integer
+    per feature, never the geometries.
+    """
+
+    def __init__(self, path: str, scratch_path: str, source_fields: Dict[str, str], crs_wkt: str,
+                 layer_name: str, tags: Optional[Dict[str, str]] = None):
+        self._path, self._scratch_path = path, scratch_path
+        self._crs_wkt, self._layer_name, self._tags = crs_wkt, layer_name, tags
+        self._scratch = PolygonWriter(scratch_path, source_fields, crs_wkt, "scratch", naming_driver=vector_driver(path))
+        self._fids: Dict[int, int] = {}  # input index -> scratch feature id
+
+    def write(self, index: int, attributes: Dict[str, Any], result: Dict[str, Any],
+              geometry: Optional[BaseGeometry]) -> None:
+        self._scratch.write(attributes, result, geometry)
+        self._fids[index] = self._scratch.count  # a new GeoPackage table numbers features 1, 2, … as written
+
+    def close(self) -> None:
+        """Write the layer in input order (call once every feature was written)."""
+        import fiona
+
+        self._scratch.close()
+        with fiona.open(self._scratch_path) as scratch, \
+                _open_layer(self._path, vector_driver(self._path), self._scratch.schema, self._crs_wkt,
+                            self._layer_name, self._tags) as out:
+            for index in sorted(self._fids):
+                feature = scratch[self._fids[index]]
+                out.write({"geometry": feature["geometry"], "properties": dict(feature["properties"])})
+
+    def abandon(self) -> None:
+        """Close the scratch layer without writing the output (a failed or cancelled run)."""
+        self._scratch.close()

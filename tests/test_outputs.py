@@ -472,3 +472,23 @@ def test_every_output_records_the_settings_it_was_made_with(tmp_path):
         assert (settings["fill_holes"], settings["min_island_px"], settings["keep_largest"],
                 settings["clip_to_box"]) == (True, 5, True, True)
         assert tags["SAMRS_SOURCE_RASTER"] == raster and tags["SAMRS_BACKEND"].startswith("grabcut")
+
+
+@pytest.mark.parametrize("ext", [".gpkg", ".shp"])
+def test_polygon_features_come_in_input_order_whatever_the_processing_order(tmp_path, ext):
+    """Windows are processed by place and boxes that need no mask first; the layer still lists the boxes in
+    the order of the input layer."""
+    rects = [(530, 60, 580, 110), (250, 40, 300, 90), (20, 30, 70, 80), (300, 120, 350, 170)]
+    raster, _ = scene(tmp_path, size=600, rects=rects)
+    bounds = [support.pixel_box(UTM_T, *r) for r in rects]
+    outside = support.pixel_box(UTM_T, 700, 700, 720, 720)
+    geometries = [bounds[0], outside, bounds[1], bounds[2], outside, bounds[3]]
+    boxes = support.write_boxes(tmp_path / "boxes.gpkg", geometries, properties=[{"n": i} for i in range(6)])
+    out = OutputPaths(polygons=str(tmp_path / "out" / f"masks{ext}"))
+    summary = segment_boxes(raster, read_box_file(boxes), out, grabcut(window_size=200))
+    assert summary.windows >= 3
+    rows = support.read_features(out.polygons)
+    assert [r["n"] for r in rows] == list(range(6))
+    ids = [r.get("instance_id", r.get("inst_id")) for r in rows]
+    assert ids == list(range(1, 7))
+    assert [r["status"] for r in rows] == ["ok", "outside", "ok", "ok", "outside", "ok"]
