@@ -33,7 +33,7 @@ from .raster_input import RasterInput
 from .raster_output import InstanceCanvas, write_rasters
 from .styles import write_output_styles
 from .transaction import OutputTransaction
-from .vector_output import InputOrderWriter, vector_driver
+from .vector_output import PolygonWriter, vector_driver
 from .windows import WindowPlan, plan_windows
 
 BACKENDS = ("sam", "grabcut")
@@ -231,8 +231,8 @@ class SegmentJob:
         writer = None
         if staged.polygons:
             crs_wkt = raster.crs.to_wkt() if raster.crs else UNDEFINED_CARTESIAN_WKT
-            writer = InputOrderWriter(staged.polygons, transaction.scratch_path("polygons.gpkg"), self.source.fields,
-                                      crs_wkt, layer_name="masks", tags=self.provenance())
+            writer = PolygonWriter(staged.polygons, transaction.scratch_path("polygons.gpkg"), self.source.fields,
+                                   crs_wkt, layer_name="masks", tags=self.provenance())
         timings = Counter()
         self.batch_size = opts.batch_size or backend.preferred_batch
         self._maybe_compile_decoder()

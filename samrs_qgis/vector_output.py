@@ -123,70 +123,56 @@ def _open_layer(path: str, driver: str, schema: Dict, crs_wkt: str, layer_name: 
 
 
 class PolygonWriter:
-    """Writes result features one at a time (the layer is never held in memory).
+    """Takes result features in any order and writes the layer in input order, one feature per box.
 
-    ``naming_driver``: the driver whose field-name rules apply (default: the file's own), so that a
-    scratch GeoPackage can hold features named as a Shapefile will want them.
-    """
-
-    def __init__(self, path: str, source_fields: Dict[str, str], crs_wkt: str, layer_name: str,
-                 tags: Optional[Dict[str, str]] = None, naming_driver: Optional[str] = None):
-        """``tags``: layer metadata (GeoPackage keeps it; formats without layer metadata drop it)."""
-        driver = vector_driver(path)
-        naming = naming_driver or driver
-        self._renamed = output_field_names(source_fields, naming)
-        self._result_names = result_field_names(naming)
-        properties = {self._renamed[n]: (t if t in ("int", "float", "str", "bool") else "str")
-                      for n, t in source_fields.items()}
-        properties.update({self._result_names[n]: t for n, t in RESULT_FIELDS.items()})
-        self.schema = {"geometry": "MultiPolygon", "properties": properties}
-        self._collection = _open_layer(path, driver, self.schema, crs_wkt, layer_name, tags)
-        self.areas = AreaCalculator(crs_wkt)
-        self.count = 0
-
-    def write(self, attributes: Dict[str, Any], result: Dict[str, Any], geometry: Optional[BaseGeometry]) -> None:
-        properties = {self._renamed[k]: _plain(v) for k, v in attributes.items() if k in self._renamed}
-        result = dict(result, area_m2=self.areas.area_m2(geometry))
-        properties.update({self._result_names[k]: v for k, v in result.items()})
-        self._collection.write({"geometry": mapping(geometry) if geometry is not None else None,
-                                "properties": properties})
-        self.count += 1
-
-    def close(self) -> None:
-        self._collection.close()
-
-
-class InputOrderWriter:
-    """Takes result features in any order and writes the layer in input order.
-
-    Features go to a scratch GeoPackage as they are made (windows do not follow the input order); ``close``
-    copies them into ``path`` by their input index, fetching each by its feature id. Memory: one integer
-    per feature, never the geometries.
+    Features go to a scratch GeoPackage as they are made (windows do not follow the input order), under
+    positional field names (a source field such as ``fid`` would otherwise become the GeoPackage's
+    feature id); ``close`` copies them into ``path`` by input index, fetching each by its feature id.
+    Memory: one integer per feature, never the layer.
     """
 
     def __init__(self, path: str, scratch_path: str, source_fields: Dict[str, str], crs_wkt: str,
                  layer_name: str, tags: Optional[Dict[str, str]] = None):
+        """``tags``: layer metadata (GeoPackage keeps it; formats without layer metadata drop it)."""
         self._path, self._scratch_path = path, scratch_path
         self._crs_wkt, self._layer_name, self._tags = crs_wkt, layer_name, tags
-        self._scratch = PolygonWriter(scratch_path, source_fields, crs_wkt, "scratch", naming_driver=vector_driver(path))
+        driver = vector_driver(path)
+        self._renamed = output_field_names(source_fields, driver)
+        self._result_names = result_field_names(driver)
+        properties = {self._renamed[n]: (t if t in ("int", "float", "str", "bool") else "str")
+                      for n, t in source_fields.items()}
+        properties.update({self._result_names[n]: t for n, t in RESULT_FIELDS.items()})
+        self.schema = {"geometry": "MultiPolygon", "properties": properties}
+        self._names = list(properties)
+        scratch_schema = {"geometry": "MultiPolygon",
+                          "properties": {f"p{i}": t for i, t in enumerate(properties.values())}}
+        self._scratch = _open_layer(scratch_path, "GPKG", scratch_schema, crs_wkt, "scratch", None)
+        self.areas = AreaCalculator(crs_wkt)
         self._fids: Dict[int, int] = {}  # input index -> scratch feature id
 
     def write(self, index: int, attributes: Dict[str, Any], result: Dict[str, Any],
               geometry: Optional[BaseGeometry]) -> None:
-        self._scratch.write(attributes, result, geometry)
-        self._fids[index] = self._scratch.count  # a new GeoPackage table numbers features 1, 2, … as written
+        """The feature of the box at input position ``index`` (any order; each index once)."""
+        properties = {self._renamed[k]: _plain(v) for k, v in attributes.items() if k in self._renamed}
+        result = dict(result, area_m2=self.areas.area_m2(geometry))
+        properties.update({self._result_names[k]: v for k, v in result.items()})
+        self._scratch.write({"geometry": mapping(geometry) if geometry is not None else None,
+                             "properties": {f"p{i}": properties.get(n) for i, n in enumerate(self._names)}})
+        self._fids[index] = len(self._fids) + 1  # a new GeoPackage table numbers features 1, 2, … as written
 
     def close(self) -> None:
-        """Write the layer in input order (call once every feature was written)."""
+        """Write the layer in input order (once every feature was written)."""
         import fiona
 
         self._scratch.close()
         with fiona.open(self._scratch_path) as scratch, \
-                _open_layer(self._path, vector_driver(self._path), self._scratch.schema, self._crs_wkt,
-                            self._layer_name, self._tags) as out:
+                _open_layer(self._path, vector_driver(self._path), self.schema, self._crs_wkt, self._layer_name,
+                            self._tags) as out:
             for index in sorted(self._fids):
                 feature = scratch[self._fids[index]]
-                out.write({"geometry": feature["geometry"], "properties": dict(feature["properties"])})
+                props = feature["properties"]
+                out.write({"geometry": feature["geometry"],
+                           "properties": {n: props[f"p{i}"] for i, n in enumerate(self._names)}})
 
     def abandon(self) -> None:
         """Close the scratch layer without writing the output (a failed or cancelled run)."""
