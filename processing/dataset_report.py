@@ -13,6 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterString)
 
 from ..samrs_qgis.annotations import DATASET_CLASSES
+from ..samrs_qgis.progress import ProgressSlice
 from .base import SamrsAlgorithm
 from .qgis_adapters import FeedbackProgress, engine_errors, vector_layer_location
 
@@ -106,7 +107,7 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
         with engine_errors():
             for n, (name, subset_folder, layer_path) in enumerate(inputs):
                 feedback.pushInfo(f"Subset {name}: {subset_folder or layer_path}")
-                part = _Part(progress, n / len(inputs), 0.95 * (n + 1) / len(inputs))
+                part = ProgressSlice(progress, n / len(inputs), 0.95 * (n + 1) / len(inputs))
                 if subset_folder:
                     stats = collect_statistics(result_set_from_folder(subset_folder), class_names=class_names,
                                                progress=part)
@@ -147,13 +148,3 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
                 f"Layer '{display}' is layer '{layer_name}' of '{path}', which holds several layers; the report "
                 "reads a file's 'masks' layer or its only layer. Save the layer to a GeoPackage of its own.")
 
-
-class _Part(FeedbackProgress):
-    """One subset's share of the progress bar."""
-
-    def __init__(self, outer: FeedbackProgress, start: float, end: float):
-        super().__init__(outer.feedback)
-        self.start, self.end = start, end
-
-    def set_fraction(self, fraction: float) -> None:
-        super().set_fraction(self.start + (self.end - self.start) * fraction)

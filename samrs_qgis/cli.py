@@ -16,7 +16,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from .errors import Cancelled, InputError, SamrsError
-from .progress import Progress
+from .progress import Progress, ProgressSlice
 
 EXIT_INPUT_ERROR = 2
 EXIT_CANCELLED = 130
@@ -51,25 +51,6 @@ class BarProgress(Progress):
 
     def close(self) -> None:
         self._bar.close()
-
-
-class _Part(Progress):
-    """One stage of a longer run: maps the stage's 0…1 onto [start, end] of ``outer``."""
-
-    def __init__(self, outer: Progress, start: float, end: float):
-        self.outer, self.start, self.end = outer, start, end
-
-    def set_fraction(self, fraction: float) -> None:
-        self.outer.set_fraction(self.start + (self.end - self.start) * fraction)
-
-    def info(self, message: str) -> None:
-        self.outer.info(message)
-
-    def warning(self, message: str) -> None:
-        self.outer.warning(message)
-
-    def is_cancelled(self) -> bool:
-        return self.outer.is_cancelled()
 
 
 def _bands(text: str) -> List[int]:
@@ -536,7 +517,7 @@ def _report(args) -> int:
     progress = BarProgress(quiet=args.quiet)
     try:
         for n, text in enumerate(args.subsets):
-            part = _Part(progress, n / len(args.subsets), (n + 1) / len(args.subsets))
+            part = ProgressSlice(progress, n / len(args.subsets), (n + 1) / len(args.subsets))
             name, path = _named(text, "a subset")
             if os.path.isdir(path):
                 found = dataset_subsets(path)
@@ -694,7 +675,7 @@ def _compare(args) -> int:
                                      class_field=args.reference_class_field,
                                      produced_key_field=args.produced_key_field, name=name,
                                      unmatched_in_ap=args.unmatched_in_ap,
-                                     progress=_Part(progress, n / len(named), (n + 1) / len(named)))
+                                     progress=ProgressSlice(progress, n / len(named), (n + 1) / len(named)))
     finally:
         progress.close()
     for name, result in results.items():
@@ -721,7 +702,7 @@ def _ablation(args) -> int:
         middle = start + 0.8 * (end - start)
         polygons = os.path.join(folder, f"{stem}_masks.gpkg")
         job = SegmentJob(args.raster, read_box_file(args.boxes, args.layer), OutputPaths(polygons=polygons),
-                         _segment_options(args, embedding_cache=True, prompt=mode), _Part(progress, start, middle),
+                         _segment_options(args, embedding_cache=True, prompt=mode), ProgressSlice(progress, start, middle),
                          backend=backend)
         job.prepare()
         summary = job.run()
@@ -730,7 +711,7 @@ def _ablation(args) -> int:
               f"{cached} of {summary.windows} window(s) from the embedding cache")
         return evaluate(polygons, args.reference, args.raster, key_field=args.key_field,
                         class_field=args.reference_class_field, name=mode, unmatched_in_ap=args.unmatched_in_ap,
-                        progress=_Part(progress, middle, end))
+                        progress=ProgressSlice(progress, middle, end))
 
     code = _compare_modes(modes, args.out_dir, progress, run_mode)
     _grabcut_note(options.backend)
@@ -786,13 +767,13 @@ def _ablation_dataset(args) -> int:
         middle = start + 0.8 * (end - start)
         summary = segment_dataset(args.images, args.annotations, folder,
                                   _segment_options(args, embedding_cache=True, prompt=mode), dataset=args.dataset,
-                                  progress=_Part(progress, start, middle), annotation_format=args.format,
+                                  progress=ProgressSlice(progress, start, middle), annotation_format=args.format,
                                   backend=backend)
         print(f"{mode}: {summary.describe().splitlines()[0]}")
         pairs = _folder_pairs(os.path.join(folder, "geo"), args.reference, args.images)
         return evaluate_dataset(pairs, key_field=args.key_field, class_field=args.reference_class_field,
                                 produced_key_field=args.produced_key_field, unmatched_in_ap=args.unmatched_in_ap,
-                                progress=_Part(progress, middle, end))
+                                progress=ProgressSlice(progress, middle, end))
 
     code = _compare_modes(modes, args.out_dir, progress, run_mode)
     _grabcut_note(options.backend)

@@ -44,7 +44,7 @@ from .boxes import read_box_file
 from .classes import ClassCatalog
 from .errors import Cancelled, InputError, SamrsError
 from .pipeline import OutputPaths, SegmentJob, SegmentOptions, make_backend, maybe_compile_decoder
-from .progress import Progress
+from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
 from .transaction import OutputTransaction
 
@@ -151,26 +151,6 @@ def list_images(folder: str, recursive: bool = False, exclude: Optional[str] = N
         if not recursive:
             break
     return sorted(found, key=lambda item: item[1])
-
-
-class _ImageProgress(Progress):
-    """The progress of one image's job mapped into that image's slice of the dataset's progress: the job's
-    0..1 becomes ``(start + fraction * weight) / total``; messages are prefixed ``image k/n: <stem>:``."""
-
-    def __init__(self, parent: Progress, prefix: str, start: float, weight: float, total: float):
-        self.parent, self.prefix, self.start, self.weight, self.total = parent, prefix, start, weight, total
-
-    def set_fraction(self, fraction: float) -> None:
-        self.parent.set_fraction(min(1.0, (self.start + max(0.0, min(1.0, fraction)) * self.weight) / self.total))
-
-    def info(self, message: str) -> None:
-        self.parent.info(f"{self.prefix}{message}")
-
-    def warning(self, message: str) -> None:
-        self.parent.warning(f"{self.prefix}{message}")
-
-    def is_cancelled(self) -> bool:
-        return self.parent.is_cancelled()
 
 
 class DatasetJob:
@@ -332,7 +312,7 @@ class DatasetJob:
                     tally["skipped"] += 1
                     self.progress.info(prefix + "done in an earlier run, kept")
                 else:
-                    sub = _ImageProgress(self.progress, prefix, position, weight, total)
+                    sub = ProgressSlice(self.progress, position / total, min(1.0, (position + weight) / total), prefix)
                     entry = self._process(image, sub)
                     self.manifest["images"][image.stem] = entry
                     self._save_manifest()

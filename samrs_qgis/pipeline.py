@@ -122,6 +122,7 @@ class SegmentJob:
         self.source = boxes
         self.outputs = outputs
         self.options = options
+        self.post_processing = PostProcessing(options.fill_holes, options.min_island_px, options.keep_largest)
         self.progress = progress or Progress()
         self.backend = backend
         self.raster: Optional[RasterInput] = None
@@ -391,10 +392,6 @@ class SegmentJob:
                 mask &= valid_crop
         return MaskCrop(col=col, row=row, mask=mask)
 
-    @property
-    def post_processing(self) -> PostProcessing:
-        opts = self.options
-        return PostProcessing(opts.fill_holes, opts.min_island_px, opts.keep_largest)
 
     @staticmethod
     def _result_fields(box: PixelBox, score: Optional[float], area: int) -> Dict:

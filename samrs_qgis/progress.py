@@ -26,3 +26,22 @@ class Progress:
         """Raise :class:`Cancelled` if the caller asked to stop."""
         if self.is_cancelled():
             raise Cancelled()
+
+
+class ProgressSlice(Progress):
+    """One stage of a longer run: its 0…1 maps onto [start, end] of ``parent``; messages get ``prefix``."""
+
+    def __init__(self, parent: Progress, start: float, end: float, prefix: str = ""):
+        self.parent, self.start, self.end, self.prefix = parent, start, end, prefix
+
+    def set_fraction(self, fraction: float) -> None:
+        self.parent.set_fraction(self.start + (self.end - self.start) * max(0.0, min(1.0, fraction)))
+
+    def info(self, message: str) -> None:
+        self.parent.info(f"{self.prefix}{message}")
+
+    def warning(self, message: str) -> None:
+        self.parent.warning(f"{self.prefix}{message}")
+
+    def is_cancelled(self) -> bool:
+        return self.parent.is_cancelled()

@@ -26,36 +26,25 @@ caller's :class:`.transaction.OutputTransaction` for the PNGs).
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from affine import Affine
 
 from .errors import SamrsError
+from .transaction import write_text_files
 
 MASK_LAYER = "masks"  # the layer name the pipeline gives its polygon output in a GeoPackage
 
 
 def write_json_atomic(path: str, value, compact: bool = False) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file in the same folder and ``os.replace``,
-    so readers see either the old file or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(temp, "w", encoding="utf-8") as fh:
-            if compact:
-                json.dump(value, fh, separators=(",", ":"), ensure_ascii=False)
-            else:
-                json.dump(value, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    """Write ``value`` as JSON to ``path`` through a temporary file beside it and ``os.replace``
+    (:func:`.transaction.write_text_files`), so readers see either the old file or the complete new one."""
+    if compact:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = json.dumps(value, indent=1, ensure_ascii=False)
+    write_text_files([(path, text + "\n")], "dataset file")
 
 
 def write_pngs(semantic_tif: str, class_index_png: Optional[str], colour_png: Optional[str]) -> None:

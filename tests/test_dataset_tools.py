@@ -10,7 +10,7 @@ from samrs.samrs_qgis.annotations import import_annotations
 from samrs.samrs_qgis.errors import Cancelled
 from support import RecordingProgress, read_features
 from test_tools_cli import bad, ok, run_cli
-from test_tools_processing import RecordingFeedback, json_results, run
+from test_tools_processing import RecordingFeedback, dota, json_results, run  # noqa: F401 (dota: a fixture)
 
 DATASET, IMPORT = "samrs:segmentdataset", "samrs:importannotations"
 GRABCUT = 1
@@ -142,15 +142,6 @@ def test_segment_dataset_cli(tmp_path, dataset):
 
 
 # -- import progress and cancellation -------------------------------------------------------------
-
-@pytest.fixture
-def dota(tmp_path):
-    folder = tmp_path / "labelTxt"
-    folder.mkdir()
-    (folder / "a.txt").write_text(td.DOTA_A)
-    (folder / "b.txt").write_text(td.DOTA_B)
-    return folder
-
 
 def test_import_reports_progress_per_file_and_a_cancelled_import_writes_nothing(tmp_path, dota):
     progress = RecordingProgress()

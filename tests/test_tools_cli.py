@@ -250,4 +250,4 @@ def test_export_reviewed_drops_rejected_masks(tmp_path):
     ok(run_cli("export-reviewed", dataset, tmp_path / "reviewed", "--quiet"))
     kept = read_features(tmp_path / "reviewed" / "geo" / "a.gpkg", layer="masks")
     assert sorted(r["instance_id"] for r in kept) == [2, 3]
-    bad(run_cli("export-reviewed", dataset, dataset), "")
+    bad(run_cli("export-reviewed", dataset, dataset), "is the dataset folder itself")

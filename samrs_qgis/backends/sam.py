@@ -6,14 +6,15 @@ Only low-resolution logits (4 frame pixels per value) over each box's region lea
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import List, Optional
 
 import numpy as np
 
 from ..errors import InputError
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
-from .base import Backend, BoxLogits
 from ..embedding_cache import cache_root
+from .base import Backend, BoxLogits
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
@@ -132,6 +133,7 @@ class SamBackend(Backend):
         self.checkpoint = checkpoint
         self.input_size = self.model.image_encoder.img_size
         self.decoder = WindowMaskDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
+        self._compiled_noted = False
 
     @property
     def compiled(self) -> bool:
@@ -144,32 +146,27 @@ class SamBackend(Backend):
         if compiling fails (e.g. no C++ compiler) the eager decoder is used again. Compiled kernels
         are cached in the engine's cache folder, so later runs compile in seconds.
         """
-        import os
-
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled"))
         if not self.decoder.compiled:
             self.decoder.compile()
 
     def _compile_marker(self) -> str:
-        import os
-
         name = f"decoder-{self._torch.__version__}-{self.device}-{self.precision}-b{self.preferred_batch}"
         return os.path.join(os.environ.get("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled")),
                             "samrs-markers", name)
 
     def compile_threshold(self) -> int:
         """Boxes in a run from which compiling pays off: fewer once this decoder was compiled here."""
-        import os
-
         return COMPILE_MIN_BOXES_WARM if os.path.exists(self._compile_marker()) else COMPILE_MIN_BOXES
 
     def _note_compiled(self) -> None:
-        import os
-
+        """Leave the marker that this decoder compiled here (once per backend, not per batch)."""
+        if self._compiled_noted:
+            return
         marker = self._compile_marker()
-        if not os.path.exists(marker):
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-            open(marker, "w").close()
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        open(marker, "w").close()
+        self._compiled_noted = True
 
     def _precision(self):
         """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32)."""
