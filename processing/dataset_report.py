@@ -5,7 +5,6 @@ of a folder of subsets) and per polygon layer.
 """
 from __future__ import annotations
 
-import os
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile,

@@ -4,7 +4,6 @@ Maps Processing parameters onto :func:`samrs_qgis.annotations.import_annotations
 """
 from __future__ import annotations
 
-import os
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile,

@@ -15,8 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from ..samrs_qgis.classes import parse_class_list
 from ..samrs_qgis.errors import Cancelled, SamrsError
 from ..samrs_qgis.pipeline import OutputPaths, SegmentJob
-from .base import (BACKEND_LABELS, COMPILE_CHOICES, DEVICES, PROMPT_LABELS, SamrsAlgorithm,  # noqa: F401
-                   SegmentParameters)
+from .base import SamrsAlgorithm, SegmentParameters
 from .qgis_adapters import FeedbackProgress, box_source_from_qgis
 
 STATUSES = ("ok", "empty", "outside", "invalid")

@@ -75,3 +75,15 @@ def qgis_process():
                               text=True, timeout=timeout, cwd=tempfile.gettempdir())
 
     return run
+
+
+@pytest.fixture
+def dota(tmp_path):
+    """A folder of DOTA labelTxt files (tools_data.DOTA_A with a malformed line, DOTA_B)."""
+    import tools_data
+
+    folder = tmp_path / "labelTxt"
+    folder.mkdir()
+    (folder / "a.txt").write_text(tools_data.DOTA_A)
+    (folder / "b.txt").write_text(tools_data.DOTA_B)
+    return folder

@@ -10,7 +10,7 @@ from samrs.samrs_qgis.annotations import import_annotations
 from samrs.samrs_qgis.errors import Cancelled
 from support import RecordingProgress, read_features
 from test_tools_cli import bad, ok, run_cli
-from test_tools_processing import RecordingFeedback, dota, json_results, run  # noqa: F401 (dota: a fixture)
+from test_tools_processing import RecordingFeedback, json_results, run
 
 DATASET, IMPORT = "samrs:segmentdataset", "samrs:importannotations"
 GRABCUT = 1

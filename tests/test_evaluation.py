@@ -24,6 +24,7 @@ from shapely.ops import transform as shapely_transform, unary_union
 import support
 from samrs.samrs_qgis import evaluation
 from samrs.samrs_qgis.errors import InputError
+from samrs.samrs_qgis.progress import Progress
 from samrs.samrs_qgis.evaluation import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, OVERALL,
                                          EvaluationPair, InstanceRaster, PolygonMasks, evaluate, evaluate_dataset,
                                          window_rle, write_comparison_csv, write_instances_csv, write_metrics_csv)
@@ -366,15 +367,15 @@ def test_clusters_give_the_same_ap_as_whole_images():
                 c, r = min(max(c0 + dc, 0), width - w), min(max(r0 + dr, 0), height - h)
                 dets.append((cls, window_rle(np.ones((h, w), bool), r, c, height, width), h * w,
                              float(rng.choice([0.5, 0.7, 0.9]))))
-        scored.append(evaluation._Scored(f"img{image}", grid, refs, dets))
+        scored.append(evaluation.ScoredImage(f"img{image}", grid, refs, dets))
 
-    split = evaluation._coco_ap(scored, evaluation.Progress(), split_clusters=True)
-    whole = evaluation._coco_ap(scored, evaluation.Progress(), split_clusters=False)
+    split = evaluation.coco_mask_ap(scored, Progress(), split_clusters=True)
+    whole = evaluation.coco_mask_ap(scored, Progress(), split_clusters=False)
 
     from pycocotools import mask as mask_utils
 
     xywh = mask_utils.toBbox([r[1] for r in scored[0].references] + [d[1] for d in scored[0].detections])
-    assert 5 < max(evaluation._clusters(xywh)) + 1 < len(xywh)  # the split really happened
+    assert 5 < max(evaluation.overlap_clusters(xywh)) + 1 < len(xywh)  # the split really happened
     assert split == whole
     assert 0.2 < split[None][0] < split[None][1] < 0.95  # non-trivial: AP < AP50 < 1
 

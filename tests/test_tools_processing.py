@@ -3,7 +3,6 @@
 post-processing parameters of ``samrs:segmentboxes``. Inputs are small files with known answers."""
 import csv
 import json
-import os
 
 import pytest
 
@@ -57,15 +56,6 @@ def json_results(proc):
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture
-def dota(tmp_path):
-    folder = tmp_path / "labelTxt"
-    folder.mkdir()
-    (folder / "a.txt").write_text(td.DOTA_A)
-    (folder / "b.txt").write_text(td.DOTA_B)
-    return folder
 
 
 # -- registration ---------------------------------------------------------------------------------

@@ -39,8 +39,6 @@ Modules (one concept each):
 """
 from __future__ import annotations
 
-from ..errors import InputError  # noqa: F401  (importable from here as before the split)
-from ..progress import Progress  # noqa: F401
 from .coco_ap import ScoredImage, coco_mask_ap, overlap_clusters
 from .grid import RLE_LIMIT, Grid, rasterize_window, read_grid, window_rle
 from .instance_rasters import CHUNK_PIXELS
@@ -52,13 +50,9 @@ from .sources import RASTER_EXTENSIONS, EvaluationPair, InstanceRaster, Key, Mas
 from .tables import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, write_comparison_csv,
                      write_instances_csv, write_metrics_csv)
 
-# The names these helpers had when evaluation was one module (the tests check AP through them).
-_Scored = ScoredImage
-_coco_ap = coco_mask_ap
-_clusters = overlap_clusters
-
 __all__ = ["evaluate", "evaluate_dataset", "EvaluationPair", "PolygonMasks", "InstanceRaster", "MaskSource", "Key",
            "Grid", "read_grid", "window_rle", "rasterize_window", "EvaluationResult", "MetricsRow", "InstanceScore",
            "write_metrics_csv", "write_instances_csv", "write_comparison_csv", "OVERALL", "DEFAULT_CLASS",
            "UNKNOWN_CLASS", "DEFAULT_SCORE", "STATUS_OK", "CHUNK_PIXELS", "DENSIFY_PARTS", "RLE_LIMIT",
-           "RASTER_EXTENSIONS", "METRICS_COLUMNS", "INSTANCE_COLUMNS", "COMPARISON_COLUMNS"]
+           "RASTER_EXTENSIONS", "METRICS_COLUMNS", "INSTANCE_COLUMNS", "COMPARISON_COLUMNS", "ScoredImage",
+           "coco_mask_ap", "overlap_clusters"]

@@ -38,13 +38,9 @@ HTML), :mod:`.plots`, :mod:`.html_page`, :mod:`.writing` (:func:`write_report`).
 """
 from __future__ import annotations
 
-# Every name the single module had stays importable from here; ``__all__`` lists the public API.
-from ..samrs_format import MASK_LAYER  # noqa: F401
-from .collect import CHUNK_PIXELS, UNLABELLED, collect_statistics, statistics_from_folder
-from .html_page import STYLE
-from .result_set import DEFAULT_BACKGROUND, PairLike, ResultSet, result_set_from_folder
-from .statistics import (PIXEL_SOURCE_AREA, PIXEL_SOURCE_MIXED, PIXEL_SOURCE_RASTER, SCORE_BINS, STATUSES, Statistics,
-                         score_bin_edges, size_bin, size_bin_edges)
+from .collect import collect_statistics, statistics_from_folder
+from .result_set import ResultSet, result_set_from_folder
+from .statistics import SCORE_BINS, STATUSES, Statistics, score_bin_edges, size_bin_edges
 from .tables import CSV_FILES
 from .writing import ReportFiles, write_report
 
