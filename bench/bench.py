@@ -452,7 +452,8 @@ def rss_child(spec: dict) -> None:
     """One segment_boxes run in this fresh process; prints JSON with the peak RSS."""
     set_threads()
     from samrs_qgis.boxes import read_box_file
-    from samrs_qgis.pipeline import SegmentOptions, segment_boxes
+    from samrs_qgis.pipeline import segment_boxes
+    from samrs_qgis.settings import SegmentOptions
 
     t0 = time.perf_counter()
     summary = segment_boxes(spec["raster"], read_box_file(spec["boxes"]), outputs_in(spec["out"]),
@@ -531,7 +532,8 @@ def main():
 
     from samrs_qgis.backends.sam import SamBackend, sam_box_prompt
     from samrs_qgis.boxes import read_box_file
-    from samrs_qgis.pipeline import SegmentJob, SegmentOptions, segment_boxes
+    from samrs_qgis.pipeline import SegmentJob, segment_boxes
+    from samrs_qgis.settings import SegmentOptions
     from samrs_qgis.raster_input import PixelWindow, RasterInput
     from samrs_qgis.windows import plan_windows, window_lower_bound
 

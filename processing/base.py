@@ -71,7 +71,7 @@ class SegmentParameters:
 
     def add_model_parameters(self) -> None:
         from ..samrs_qgis.backends.sam_checkpoint import MODEL_TYPES
-        from ..samrs_qgis.pipeline import SegmentOptions
+        from ..samrs_qgis.settings import SegmentOptions
         from ..samrs_qgis.prompts import PROMPT_MODES
 
         defaults = SegmentOptions()
@@ -98,7 +98,7 @@ class SegmentParameters:
         """The advanced parameters: device, ``extra``, stretch, background, precision, batch, compile, cache,
         window (not added; see :meth:`add_speed_parameters`)."""
         from ..samrs_qgis.backends.sam import PRECISIONS
-        from ..samrs_qgis.pipeline import SegmentOptions
+        from ..samrs_qgis.settings import SegmentOptions
         from ..samrs_qgis.stretch import STRETCH_MODES
 
         defaults = SegmentOptions()
@@ -128,7 +128,7 @@ class SegmentParameters:
     def check_model_parameters(self, parameters, context) -> Optional[str]:
         """Cheap checks shown before the run starts (the engine repeats and extends them): the message of the
         first problem, or None."""
-        from ..samrs_qgis.pipeline import BACKENDS
+        from ..samrs_qgis.settings import BACKENDS
         from ..samrs_qgis.prompts import PROMPT_MODES
 
         backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
@@ -148,7 +148,7 @@ class SegmentParameters:
         """``SegmentOptions`` of the shared parameters; ``extra``: the algorithm's own fields."""
         from ..samrs_qgis.backends.sam import PRECISIONS
         from ..samrs_qgis.backends.sam_checkpoint import MODEL_TYPES
-        from ..samrs_qgis.pipeline import BACKENDS, SegmentOptions
+        from ..samrs_qgis.settings import BACKENDS, SegmentOptions
         from ..samrs_qgis.prompts import PROMPT_MODES
         from ..samrs_qgis.stretch import STRETCH_MODES
 

@@ -101,7 +101,7 @@ def _add_segment_options(parser: argparse.ArgumentParser, prompt: bool = True, b
     class list), which ``segment-dataset`` sets itself."""
     from .backends.sam import PRECISIONS
     from .backends.sam_checkpoint import MODEL_TYPES
-    from .pipeline import BACKENDS, SegmentOptions
+    from .settings import BACKENDS, SegmentOptions
     from .prompts import PROMPT_MODES
     from .stretch import STRETCH_MODES
 
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _segment_options(args, **overrides):
     from .classes import parse_class_list
-    from .pipeline import SegmentOptions
+    from .settings import SegmentOptions
 
     backend = args.backend or ("sam" if args.checkpoint else "grabcut")
     values = dict(

@@ -43,7 +43,8 @@ from .annotations.model import Annotation, Problem
 from .boxes import read_box_file
 from .classes import ClassCatalog
 from .errors import Cancelled, InputError, SamrsError
-from .pipeline import OutputPaths, SegmentJob, SegmentOptions, make_backend, maybe_compile_decoder
+from .pipeline import OutputPaths, SegmentJob, make_backend, maybe_compile_decoder
+from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
 from .transaction import OutputTransaction

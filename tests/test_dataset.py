@@ -25,7 +25,7 @@ from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.classes import class_colours
 from samrs.samrs_qgis.dataset import DatasetJob, segment_dataset
 from samrs.samrs_qgis.errors import Cancelled
-from samrs.samrs_qgis.pipeline import SegmentOptions
+from samrs.samrs_qgis.settings import SegmentOptions
 
 CLASS_OF = {"tank": "storage-tank", "building": "tennis-court", "pond": "swimming-pool"}
 SORTED_CLASSES = ["plane", "storage-tank", "swimming-pool", "tennis-court"]  # ids by sorted name

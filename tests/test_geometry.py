@@ -23,7 +23,8 @@ import support
 from samrs.samrs_qgis.boxes import PixelProjector, project_box, read_box_file
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.masks import polygon_mask
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob, SegmentOptions
+from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob
+from samrs.samrs_qgis.settings import SegmentOptions
 from samrs.samrs_qgis.raster_input import PixelWindow, RasterInput
 
 UTM_T = Affine(0.5, 0.0, 631000.0, 0.0, -0.5, 4190000.0)  # 0.5 m pixels, north-up, EPSG:32617

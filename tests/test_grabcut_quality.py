@@ -5,7 +5,8 @@ from affine import Affine
 from rasterio import features
 
 from samrs.samrs_qgis.boxes import read_box_file
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 from support import iou, pixel_box, read_features, synthetic_scene, write_boxes, write_raster
 
 

@@ -148,7 +148,8 @@ def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
 
     import support
     from samrs.samrs_qgis.boxes import read_box_file
-    from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+    from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+    from samrs.samrs_qgis.settings import SegmentOptions
 
     transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
     image, objects = support.synthetic_scene(256, seed=4)

@@ -23,7 +23,8 @@ import support
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import Cancelled, InputError
 from samrs.samrs_qgis.masks import MaskCrop
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 from samrs.samrs_qgis.progress import Progress
 from samrs.samrs_qgis.raster_output import InstanceCanvas
 

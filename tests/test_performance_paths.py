@@ -10,7 +10,8 @@ from rasterio import features
 from samrs.samrs_qgis.backends.sam import SamBackend
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.embedding_cache import EmbeddingCache
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob, SegmentOptions
+from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob
+from samrs.samrs_qgis.settings import SegmentOptions
 from conftest import TINY_SAM
 from support import pixel_box, read_features, synthetic_scene, write_boxes, write_raster
 

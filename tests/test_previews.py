@@ -10,7 +10,8 @@ from scipy import ndimage
 import support
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.classes import class_colours
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 
 T = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
 

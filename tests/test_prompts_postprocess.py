@@ -22,7 +22,8 @@ from samrs.samrs_qgis.backends.sam import SamBackend, sam_box_prompt, sam_mask_p
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.masks import MaskCrop, polygonize
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 from samrs.samrs_qgis.postprocess import PostProcessing, clean_mask
 from samrs.samrs_qgis.prompts import PROMPT_MODES, Prompts, build_prompts, polygon_centre
 from support import pixel_box, read_features, synthetic_scene, write_boxes, write_raster

@@ -245,7 +245,8 @@ def test_classes_matched_by_name_when_runs_number_them_differently(tmp_path):
 
 def test_statistics_of_a_real_segmentation_run(tmp_path):
     """The pipeline's own outputs (GrabCut): pixels equal the semantic raster's, instances the layer's."""
-    from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+    from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+    from samrs.samrs_qgis.settings import SegmentOptions
     from samrs.samrs_qgis.boxes import read_box_file
 
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ from support import RecordingProgress
 from samrs.samrs_qgis.classes import class_colours
 from samrs.samrs_qgis.dataset import ImageOutputs, segment_dataset
 from samrs.samrs_qgis.errors import Cancelled, InputError
-from samrs.samrs_qgis.pipeline import SegmentOptions
+from samrs.samrs_qgis.settings import SegmentOptions
 from samrs.samrs_qgis.review_export import export_reviewed
 
 CLASS_OF = {"tank": "storage-tank", "building": "tennis-court", "pond": "swimming-pool"}

@@ -10,7 +10,8 @@ from samrs.samrs_qgis.backends.sam import COMPILE_MIN_BOXES, COMPILE_MIN_BOXES_W
 from samrs.samrs_qgis.backends.sam_checkpoint import encoder_config_from_state, load_sam
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import InputError
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 from support import pixel_box, read_features, synthetic_scene, write_boxes, write_raster
 
 

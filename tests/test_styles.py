@@ -7,7 +7,8 @@ from affine import Affine
 import support
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.classes import class_colours
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentOptions, segment_boxes
+from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+from samrs.samrs_qgis.settings import SegmentOptions
 from samrs.samrs_qgis.styles import LAYER_STYLES
 
 
