@@ -47,7 +47,7 @@ from .pipeline import OutputPaths, SegmentJob, make_backend, maybe_compile_decod
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
-from .transaction import OutputTransaction
+from .transaction import OutputTransaction, remove_with_sidecars
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 BOX_LAYER = "boxes"
@@ -347,7 +347,7 @@ class DatasetJob:
         outputs = ImageOutputs.of(self.output_dir, image.stem)
         self.manifest["images"][image.stem] = {"status": PENDING}
         for path in outputs.all():  # a clean slate: no stale file may outlive this image's new status
-            _remove_with_sidecars(path)
+            remove_with_sidecars(path)
         entry: Dict = {}
         try:
             entry, annotations, frame = self._import(image, outputs)
@@ -373,11 +373,11 @@ class DatasetJob:
             self._write_samrs_files(outputs, frame, [a.corners for a in annotations])
         except (Cancelled, KeyboardInterrupt):
             for path in outputs.results():
-                _remove_with_sidecars(path)
+                remove_with_sidecars(path)
             raise
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the next image
             for path in outputs.results():
-                _remove_with_sidecars(path)
+                remove_with_sidecars(path)
             return self._failed(entry, exc, started)
         entry.update(status=DONE, boxes=summary.boxes, status_counts=dict(sorted(summary.status_counts.items())),
                      seconds=round(time.perf_counter() - started, 3))
@@ -429,17 +429,12 @@ class DatasetJob:
         # The pipeline places the polygons with the transform the annotation layer used (georef.py's rule).
         records = instance_records(outputs.polygons, frame.transform, frame.width, frame.height, rboxes,
                                    self.classes)
-        transaction = OutputTransaction()
-        class_index = transaction.stage(outputs.class_index, "class index PNG")
-        colour = transaction.stage(outputs.colour, "colour PNG")
-        instance_file = transaction.stage(outputs.instance_file, "instance file")
-        try:
+        with OutputTransaction() as transaction:
+            class_index = transaction.stage(outputs.class_index, "class index PNG")
+            colour = transaction.stage(outputs.colour, "colour PNG")
+            instance_file = transaction.stage(outputs.instance_file, "instance file")
             write_pngs(outputs.semantic, class_index, colour)
             write_json_atomic(instance_file, records, compact=True)
-            transaction.commit()
-        except BaseException:
-            transaction.rollback()
-            raise
 
     def _write_coco(self) -> None:
         """``coco_instances.json`` from the instance files of every done image; images without boxes are
@@ -475,14 +470,6 @@ class DatasetJob:
 
 def _counts(counts: Dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-
-
-def _remove_with_sidecars(path: str) -> None:
-    """Remove an output with GDAL's sidecars and the QGIS style (``<name>.qml``) the pipeline writes beside it."""
-    style = os.path.splitext(path)[0] + ".qml"
-    for candidate in dict.fromkeys(OutputTransaction._with_sidecars(path) + [style]):
-        if os.path.isfile(candidate):
-            os.remove(candidate)
 
 
 def segment_dataset(images_dir: str, annotations_dir: str, output_dir: str,

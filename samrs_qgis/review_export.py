@@ -47,8 +47,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .dataset import (COCO_FILE, DONE, MANIFEST, NO_ANNOTATIONS, NO_BOXES, ImageOutputs,
-                      _remove_with_sidecars)
+from .dataset import COCO_FILE, DONE, MANIFEST, NO_ANNOTATIONS, NO_BOXES, ImageOutputs
 from .errors import InputError, SamrsError
 from .georef import UNDEFINED_CARTESIAN_WKT
 from .masks import MaskCrop
@@ -56,7 +55,7 @@ from .progress import Progress
 from .raster_output import InstanceCanvas, write_rasters
 from .samrs_format import MASK_LAYER, coco_dataset, instance_records, write_json_atomic, write_pngs
 from .styles import write_output_styles
-from .transaction import OutputTransaction
+from .transaction import OutputTransaction, remove_with_sidecars
 
 REVIEW_FIELD = "review"  # as gui/review.py writes them
 ORIGINAL_CLASS_FIELD = "class_orig"
@@ -252,31 +251,10 @@ class _ReviewExport:
         ids = {name: i for i, name in reversed(list(enumerate(self.classes)))}  # first id of a repeated name
 
         created = not os.path.exists(self.output_dir)
-        transaction = OutputTransaction()
         try:
-            instance_files: Dict[str, str] = {}
-            n = len(self.done)
-            for k, stem in enumerate(self.done, 1):
-                self.progress.check_cancelled()
-                prefix = f"image {k}/{n}: {stem}: "
-                review = reviews[stem]
-                for value, count in sorted(review.unknown.items()):
-                    self.progress.warning(f"{prefix}{count} mask(s) with the review value '{value}' (not "
-                                          f"{ACCEPTED}, {REJECTED} or {RELABELLED}) are kept as unreviewed")
-                instance_files[stem] = self._export_image(stem, sources[stem], ids, transaction, k)
-                counts = review.entry()
-                self.progress.info(f"{prefix}{counts['kept']} kept ({counts['relabelled']} relabelled), "
-                                   f"{counts['dropped']} dropped")
-                self.progress.set_fraction(0.98 * k / max(n, 1))
-            self.progress.check_cancelled()
-            coco = transaction.stage(os.path.join(self.output_dir, COCO_FILE), "COCO file")
-            write_json_atomic(coco, coco_dataset(self._coco_images(instance_files), self.classes), compact=True)
-            manifest = transaction.stage(os.path.join(self.output_dir, MANIFEST), "manifest")
-            write_json_atomic(manifest, self._manifest(reviews))
-            self.progress.check_cancelled()
-            transaction.commit()
+            with OutputTransaction() as transaction:
+                self._export_images(reviews, sources, ids, transaction)
         except BaseException:
-            transaction.rollback()
             if created:
                 _remove_empty_folders(self.output_dir)
             raise
@@ -293,6 +271,30 @@ class _ReviewExport:
             per_image={stem: reviews[stem].entry() for stem in self.done}, source_dir=self.source_dir,
             output_dir=self.output_dir, manifest=os.path.join(self.output_dir, MANIFEST),
             coco=os.path.join(self.output_dir, COCO_FILE), seconds=time.perf_counter() - started)
+
+    def _export_images(self, reviews: Dict[str, ImageReview], sources: Dict[str, ImageOutputs],
+                       ids: Dict[str, int], transaction: OutputTransaction) -> None:
+        """Stage every file of the export: each done image's, then the COCO file and the manifest."""
+        instance_files: Dict[str, str] = {}
+        n = len(self.done)
+        for k, stem in enumerate(self.done, 1):
+            self.progress.check_cancelled()
+            prefix = f"image {k}/{n}: {stem}: "
+            review = reviews[stem]
+            for value, count in sorted(review.unknown.items()):
+                self.progress.warning(f"{prefix}{count} mask(s) with the review value '{value}' (not "
+                                      f"{ACCEPTED}, {REJECTED} or {RELABELLED}) are kept as unreviewed")
+            instance_files[stem] = self._export_image(stem, sources[stem], ids, transaction, k)
+            counts = review.entry()
+            self.progress.info(f"{prefix}{counts['kept']} kept ({counts['relabelled']} relabelled), "
+                               f"{counts['dropped']} dropped")
+            self.progress.set_fraction(0.98 * k / max(n, 1))
+        self.progress.check_cancelled()
+        coco = transaction.stage(os.path.join(self.output_dir, COCO_FILE), "COCO file")
+        write_json_atomic(coco, coco_dataset(self._coco_images(instance_files), self.classes), compact=True)
+        manifest = transaction.stage(os.path.join(self.output_dir, MANIFEST), "manifest")
+        write_json_atomic(manifest, self._manifest(reviews))
+        self.progress.check_cancelled()
 
     def _export_image(self, stem: str, source: ImageOutputs, ids: Dict[str, int], transaction: OutputTransaction,
                       number: int) -> str:
@@ -439,7 +441,7 @@ class _ReviewExport:
         stems = set(self.manifest["images"]) | set(previous_stems)
         for stem in sorted(stems - set(self.done)):
             for path in ImageOutputs.of(self.output_dir, stem).all():
-                _remove_with_sidecars(path)
+                remove_with_sidecars(path)
 
 
 def _remove_empty_folders(output_dir: str) -> None:

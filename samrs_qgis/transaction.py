@@ -1,6 +1,11 @@
-"""All-or-nothing outputs: files are written beside their destination under a temporary name and moved
-into place only when the whole run succeeded, so a failed or cancelled run never leaves a half-written
-file where a good one was expected (an earlier good output stays untouched).
+"""All-or-nothing outputs, and the files that travel with an output.
+
+Files are written beside their destination under a temporary name and moved into place only when the
+whole run succeeded, so a failed or cancelled run never leaves a half-written file where a good one was
+expected (an earlier good output stays untouched). :class:`OutputTransaction` does this for files that
+drivers write (with their GDAL/OGR sidecars and QGIS style), :func:`write_text_files` for text the
+engine writes itself. :func:`with_sidecars` / :func:`remove_with_sidecars` know which files belong to
+an output.
 """
 from __future__ import annotations
 
@@ -18,7 +23,39 @@ STYLE_SUFFIX = ".qml"  # QGIS's default style beside a file (see styles.py)
 SHAPEFILE_COMPANIONS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 
 
+def with_sidecars(path: str) -> List[str]:
+    """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…)
+    and its QGIS style (``<stem>.qml``), those that exist.
+
+    Only known companion names count: another file that merely shares the stem (an input
+    raster ``x.tif`` beside an output ``x.shp``) is never touched.
+    """
+    stem, _ = os.path.splitext(path)
+    candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES] + [stem + STYLE_SUFFIX]
+    if path.lower().endswith(".shp"):
+        candidates += [stem + ext for ext in SHAPEFILE_COMPANIONS]
+    return [p for p in dict.fromkeys([path] + candidates) if os.path.isfile(p)]
+
+
+def remove_with_sidecars(path: str) -> None:
+    """Remove an output with its sidecars and QGIS style (see :func:`with_sidecars`); a missing file is no error."""
+    for candidate in with_sidecars(path):
+        if os.path.isfile(candidate):
+            os.remove(candidate)
+
+
 class OutputTransaction:
+    """Outputs staged under temporary names, moved into place together by :meth:`commit` or removed by
+    :meth:`rollback`.
+
+    As a context manager it commits when the block succeeds and rolls back (then re-raises) when the
+    block or the commit raises anything, :class:`KeyboardInterrupt` and cancellation included::
+
+        with OutputTransaction() as transaction:
+            temp = transaction.stage(path, "polygon layer")
+            write(temp)
+    """
+
     def __init__(self):
         self._staged: List[Tuple[str, str]] = []  # (temporary path, final path)
         self._scratch_dir = None
@@ -54,28 +91,28 @@ class OutputTransaction:
             self._scratch_dir = tempfile.mkdtemp(prefix="samrs-")
         return os.path.join(self._scratch_dir, name)
 
-    @staticmethod
-    def _with_sidecars(path: str) -> List[str]:
-        """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…)
-        and its QGIS style (``<stem>.qml``).
+    def __enter__(self) -> "OutputTransaction":
+        return self
 
-        Only known companion names count: another file that merely shares the stem (an input
-        raster ``x.tif`` beside an output ``x.shp``) is never touched.
-        """
-        stem, _ = os.path.splitext(path)
-        candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES] + [stem + STYLE_SUFFIX]
-        if path.lower().endswith(".shp"):
-            candidates += [stem + ext for ext in SHAPEFILE_COMPANIONS]
-        return [p for p in [path] + candidates if os.path.isfile(p)]
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is not None:
+            self.rollback()
+            return False  # the exception goes on
+        try:
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return False
 
     def commit(self) -> None:
         for temp, final in self._staged:
             stem_t, _ = os.path.splitext(temp)
             stem_f, _ = os.path.splitext(final)
-            for stale in self._with_sidecars(final):
+            for stale in with_sidecars(final):
                 if stale != final and os.path.isfile(stale):
                     os.remove(stale)
-            for produced in self._with_sidecars(temp):
+            for produced in with_sidecars(temp):
                 target = final + produced[len(temp):] if produced.startswith(temp) else stem_f + produced[len(stem_t):]
                 os.replace(produced, target)
         self._staged.clear()
@@ -83,7 +120,7 @@ class OutputTransaction:
 
     def rollback(self) -> None:
         for temp, _ in self._staged:
-            for produced in self._with_sidecars(temp):
+            for produced in with_sidecars(temp):
                 try:
                     os.remove(produced)
                 except OSError:

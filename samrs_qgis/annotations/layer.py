@@ -83,13 +83,8 @@ def write_box_layer(output_gpkg: str, annotations: Sequence[Annotation], class_i
             yield {"geometry": {"type": "Polygon", "coordinates": [map_ring(a.corners, transform)]},
                    "properties": properties}
 
-    transaction = OutputTransaction()
-    temp = transaction.stage(output_gpkg, "box layer")
-    try:
+    with OutputTransaction() as transaction:
+        temp = transaction.stage(output_gpkg, "box layer")
         with fiona.open(temp, "w", driver="GPKG", layer=layer, schema=schema,
                         crs_wkt=crs_wkt or UNDEFINED_CARTESIAN_WKT) as out:
             out.writerecords(features())
-        transaction.commit()
-    except BaseException:
-        transaction.rollback()
-        raise
