@@ -1,9 +1,9 @@
 """The review of a result layer, mask by mask: order, filter, decisions and progress (no widgets).
 
-Decisions go into the layer's ``review`` field (``accepted``, ``rejected``, ``relabelled``), and a
-relabel also into ``class_name`` / ``class_id``; the previous class is kept in ``class_orig``. Each
-decision is written to the data source at once (or into the edit buffer when the layer is being
-edited), so closing QGIS loses nothing.
+Decisions go into the layer's review fields (:mod:`samrs_qgis.review_fields`: ``review`` = ``accepted``,
+``rejected``, ``relabelled``), and a relabel also into ``class_name`` / ``class_id``; the previous class is
+kept in ``class_orig``. Each decision is written to the data source at once (or into the edit buffer when
+the layer is being edited), so closing QGIS loses nothing.
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from typing import Dict, List, Optional
 from qgis.core import QgsField, QgsFeatureRequest, QgsVectorLayer
 from qgis.PyQt.QtCore import QVariant
 
-REVIEW_FIELD = "review"
-ORIGINAL_CLASS_FIELD = "class_orig"
-ACCEPTED, REJECTED, RELABELLED = "accepted", "rejected", "relabelled"
+from ..samrs_qgis.review_fields import ACCEPTED, ORIGINAL_CLASS_FIELD, RELABELLED, REJECTED, REVIEW_FIELD
+
 ORDERS = ("score", "class", "id")  # score: worst (lowest) first
 FILTERS = ("all", "unreviewed", "rejected")
 

@@ -52,14 +52,12 @@ from .errors import InputError, SamrsError
 from .georef import UNDEFINED_CARTESIAN_WKT
 from .masks import MaskCrop
 from .progress import Progress
+from .review_fields import ACCEPTED, REJECTED, RELABELLED, REVIEW_FIELD, review_decision
 from .raster_output import InstanceCanvas, write_rasters
 from .samrs_format import MASK_LAYER, coco_dataset, instance_records, write_json_atomic, write_pngs
 from .styles import write_output_styles
 from .transaction import OutputTransaction, remove_with_sidecars
 
-REVIEW_FIELD = "review"  # as gui/review.py writes them
-ORIGINAL_CLASS_FIELD = "class_orig"
-ACCEPTED, REJECTED, RELABELLED = "accepted", "rejected", "relabelled"
 EXPORTED_FROM = "exported_from"
 CANCEL_CHECK_EVERY = 64  # features between cancellation checks
 # Raster tags the export writes itself (write_rasters) rather than copying from the original rasters.
@@ -120,13 +118,6 @@ def _load_json(path: str, what: str):
         raise InputError(f"The {what} '{path}' cannot be read ({exc}).") from exc
 
 
-def _review_value(value) -> Optional[str]:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def _check_folders(dataset_dir: str, output_dir: str) -> Tuple[Dict, List[str]]:
     """The source manifest and the images of an earlier export in ``output_dir``, once both folders are fit
     for an export."""
@@ -182,7 +173,7 @@ def _scan_review(polygons: str, stem: str, classes: List[str]) -> ImageReview:
     with fiona.open(polygons, layer=MASK_LAYER, ignore_geometry=True) as layer:
         for feature in layer:
             p = feature["properties"]
-            decision = _review_value(p.get(REVIEW_FIELD))
+            decision = review_decision(p.get(REVIEW_FIELD))
             if decision == REJECTED:
                 review.counts["dropped"] += 1
                 continue
@@ -356,7 +347,7 @@ class _ReviewExport:
                         if count % CANCEL_CHECK_EVERY == 0:
                             self.progress.check_cancelled()
                         p = dict(feature["properties"])
-                        if _review_value(p.get(REVIEW_FIELD)) == REJECTED:
+                        if review_decision(p.get(REVIEW_FIELD)) == REJECTED:
                             continue
                         instance_id = int(p["instance_id"])
                         if instance_id - 1 not in rboxes:
