@@ -5,7 +5,6 @@ of a folder of subsets) and per polygon layer.
 """
 from __future__ import annotations
 
-
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
@@ -14,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from ..samrs_qgis.annotations import DATASET_CLASSES
 from ..samrs_qgis.progress import ProgressSlice
 from .base import SamrsAlgorithm
-from .qgis_adapters import FeedbackProgress, engine_errors, vector_layer_location
+from .qgis_adapters import FeedbackProgress, vector_layer_location
 
 NO_CLASS_LIST = "none (classes from the layers)"
 DEFAULT_TITLE = "SAMRS dataset statistics"
@@ -69,63 +68,39 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("INSTANCE_COUNT", "Instances"))
         self.addOutput(QgsProcessingOutputNumber("CLASS_COUNT", "Classes"))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def check(self, parameters, context):
         if not (self.parameterAsFile(parameters, self.FOLDER, context) or parameters.get(self.LAYERS)):
-            return False, "Give a dataset folder or mask polygon layers."
-        if self.parameterAsEnum(parameters, self.DATASET, context) and \
-                self.parameterAsString(parameters, self.CLASSES, context).strip():
-            return False, "Give a dataset class list or a comma-separated class list, not both."
-        return super().checkParameterValues(parameters, context)
+            return "Give a dataset folder or mask polygon layers."
+        self._class_names(parameters, context)
+        return None
 
     def _class_names(self, parameters, context):
-        from ..samrs_qgis.classes import parse_class_list
+        from ..samrs_qgis.report.subsets import report_class_names
 
         index = self.parameterAsEnum(parameters, self.DATASET, context)
-        if index:
-            return dict(enumerate(DATASET_CLASSES[list(DATASET_CLASSES)[index - 1]]))
-        names = parse_class_list(self.parameterAsString(parameters, self.CLASSES, context))
-        return dict(enumerate(names)) if names else None
+        return report_class_names(list(DATASET_CLASSES)[index - 1] if index else None,
+                                  self.parameterAsString(parameters, self.CLASSES, context))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..samrs_qgis.cli import dataset_subsets
-        from ..samrs_qgis.report import collect_statistics, result_set_from_folder, write_report
+    def process(self, parameters, context, feedback):
+        from ..samrs_qgis.report import collect_subsets, describe_subsets, write_report
 
         class_names = self._class_names(parameters, context)
-        inputs = []  # (name, folder or None, layer path or None)
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
-        with engine_errors():
-            if folder:
-                inputs += [(name, path, None) for name, path in dataset_subsets(folder)]
+        inputs = [(None, folder)] if folder else []
         for layer in self.parameterAsLayerList(parameters, self.LAYERS, context):
             path, layer_name = vector_layer_location(layer, "mask polygon layer")
             if layer_name and layer_name != "masks":
                 self._check_single_layer(path, layer_name, layer.name())
-            inputs.append((layer.name(), None, path))
+            inputs.append((layer.name(), path))
         progress = FeedbackProgress(feedback)
-        subsets = {}
-        with engine_errors():
-            for n, (name, subset_folder, layer_path) in enumerate(inputs):
-                feedback.pushInfo(f"Subset {name}: {subset_folder or layer_path}")
-                part = ProgressSlice(progress, n / len(inputs), 0.95 * (n + 1) / len(inputs))
-                if subset_folder:
-                    stats = collect_statistics(result_set_from_folder(subset_folder), class_names=class_names,
-                                               progress=part)
-                else:
-                    stats = collect_statistics([layer_path], class_names=class_names, progress=part,
-                                               source=layer_path)
-                unique, k = name, 2
-                while unique in subsets:
-                    unique, k = f"{name}#{k}", k + 1
-                subsets[unique] = stats
-            progress.check_cancelled()
-            html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-            csv_folder = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) or None
-            files = write_report(subsets, html, csv_folder,
-                                 title=self.parameterAsString(parameters, self.TITLE, context) or DEFAULT_TITLE)
+        subsets = collect_subsets(inputs, class_names, ProgressSlice(progress, 0.0, 0.95))
+        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        csv_folder = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) or None
+        files = write_report(subsets, html, csv_folder,
+                             title=self.parameterAsString(parameters, self.TITLE, context) or DEFAULT_TITLE)
         feedback.setProgress(100)
-        for name, stats in subsets.items():
-            feedback.pushInfo(f"{name}: {stats.boxes} boxes, {stats.instances} instances in "
-                              f"{len(stats.class_names)} class(es), {stats.images} image(s)")
+        for line in describe_subsets(subsets):
+            feedback.pushInfo(line)
         classes = set()
         for stats in subsets.values():
             classes |= {n for i, n in stats.class_names.items() if stats.instances_per_class.get(i)}
@@ -146,4 +121,3 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
             raise QgsProcessingException(
                 f"Layer '{display}' is layer '{layer_name}' of '{path}', which holds several layers; the report "
                 "reads a file's 'masks' layer or its only layer. Save the layer to a GeoPackage of its own.")
-

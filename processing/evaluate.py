@@ -4,13 +4,16 @@ Maps Processing parameters onto :func:`samrs_qgis.evaluation.evaluate`.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterField,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorLayer)
 
+from ..samrs_qgis.settings import MATCHING_SETTINGS, MatchingOptions
 from .base import SamrsAlgorithm
-from .qgis_adapters import FeedbackProgress, engine_errors, raster_layer_path, vector_layer_location
+from .qgis_adapters import FeedbackProgress, raster_layer_path, vector_layer_location
+from .settings_parameters import setting_parameters, setting_values
 
 HELP = """<p>Compares produced masks with reference masks <i>per box</i>: produced instance k against reference
 instance k (the produced <i>instance_id</i> against the reference's key field, or the id values of instance
@@ -38,10 +41,6 @@ class EvaluateAlgorithm(SamrsAlgorithm):
     REFERENCE = "REFERENCE"
     REFERENCE_RASTER = "REFERENCE_RASTER"
     GRID = "GRID"
-    KEY_FIELD = "KEY_FIELD"
-    CLASS_FIELD = "CLASS_FIELD"
-    PRODUCED_KEY_FIELD = "PRODUCED_KEY_FIELD"
-    UNMATCHED_IN_AP = "UNMATCHED_IN_AP"
     OUTPUT_METRICS = "OUTPUT_METRICS"
     OUTPUT_INSTANCES = "OUTPUT_INSTANCES"
 
@@ -62,18 +61,9 @@ class EvaluateAlgorithm(SamrsAlgorithm):
             self.REFERENCE_RASTER, "Reference masks (instance raster, instead of polygons)", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.GRID, "Grid raster (the source image; optional with an instance raster)", optional=True))
-        self.addParameter(QgsProcessingParameterField(
-            self.KEY_FIELD, "Reference key field (holds the produced instance ids)", defaultValue="instance_id",
-            parentLayerParameterName=self.REFERENCE, optional=True))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Reference class field (default: the produced class_name)",
-            parentLayerParameterName=self.REFERENCE, optional=True))
-        self.add_advanced(QgsProcessingParameterField(
-            self.PRODUCED_KEY_FIELD, "Produced key field", defaultValue="instance_id",
-            parentLayerParameterName=self.PRODUCED, optional=True))
-        self.add_advanced(QgsProcessingParameterBoolean(
-            self.UNMATCHED_IN_AP, "Count produced masks without reference as false positives in AP",
-            defaultValue=False))
+        for parameter in setting_parameters(MATCHING_SETTINGS,
+                                            layers={"reference": self.REFERENCE, "produced": self.PRODUCED}):
+            self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_METRICS, "Metrics table", "CSV files (*.csv)"))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -83,18 +73,18 @@ class EvaluateAlgorithm(SamrsAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("INSTANCE_COUNT", "Reference instances scored"))
         self.addOutput(QgsProcessingOutputNumber("UNMATCHED_COUNT", "Produced masks without reference"))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def check(self, parameters, context):
         for vector, raster, role in ((self.PRODUCED, self.PRODUCED_RASTER, "produced"),
                                      (self.REFERENCE, self.REFERENCE_RASTER, "reference")):
             given = [bool(parameters.get(vector)), bool(parameters.get(raster))]
             if given.count(True) != 1:
-                return False, (f"Give the {role} masks as a polygon layer or as an instance raster "
-                               f"({'not both' if all(given) else 'one of the two'}).")
+                return (f"Give the {role} masks as a polygon layer or as an instance raster "
+                        f"({'not both' if all(given) else 'one of the two'}).")
         if not (parameters.get(self.GRID) or parameters.get(self.PRODUCED_RASTER)
                 or parameters.get(self.REFERENCE_RASTER)):
-            return False, ("Give the grid raster (the source image the masks were made from): two polygon "
-                           "layers are compared on its pixels.")
-        return super().checkParameterValues(parameters, context)
+            return ("Give the grid raster (the source image the masks were made from): two polygon "
+                    "layers are compared on its pixels.")
+        return None
 
     def _source(self, parameters, context, vector, raster, role):
         from ..samrs_qgis.evaluation import InstanceRaster, PolygonMasks
@@ -109,7 +99,7 @@ class EvaluateAlgorithm(SamrsAlgorithm):
             raise QgsProcessingException(f"The {role} raster '{parameters.get(raster)}' cannot be loaded.")
         return InstanceRaster(raster_layer_path(layer, f"{role} raster"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..samrs_qgis.evaluation import evaluate, write_instances_csv, write_metrics_csv
 
         produced = self._source(parameters, context, self.PRODUCED, self.PRODUCED_RASTER, "produced")
@@ -122,18 +112,12 @@ class EvaluateAlgorithm(SamrsAlgorithm):
             grid = raster_layer_path(layer, "grid raster")
         metrics_path = self.parameterAsFileOutput(parameters, self.OUTPUT_METRICS, context)
         instances_path = self.parameterAsFileOutput(parameters, self.OUTPUT_INSTANCES, context) or None
-        with engine_errors():
-            result = evaluate(
-                produced, reference, grid,
-                key_field=self.parameterAsString(parameters, self.KEY_FIELD, context) or "instance_id",
-                class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
-                produced_key_field=self.parameterAsString(parameters, self.PRODUCED_KEY_FIELD, context)
-                or "instance_id",
-                unmatched_in_ap=self.parameterAsBoolean(parameters, self.UNMATCHED_IN_AP, context),
-                progress=FeedbackProgress(feedback))
-            write_metrics_csv(result, metrics_path)
-            if instances_path:
-                write_instances_csv(result, instances_path)
+        values = setting_values(self, parameters, context, MATCHING_SETTINGS)
+        matching = MatchingOptions(**{k: v for k, v in values.items() if v is not None})  # blank: the default
+        result = evaluate(produced, reference, grid, **asdict(matching), progress=FeedbackProgress(feedback))
+        write_metrics_csv(result, metrics_path)
+        if instances_path:
+            write_instances_csv(result, instances_path)
         feedback.pushInfo(result.describe())
         for row in result.rows():
             feedback.pushInfo(f"  {row.class_name}: {row.instances} instance(s), mean IoU {_text(row.mean_iou)}, "

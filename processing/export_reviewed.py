@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination)
 
 from .base import SamrsAlgorithm
-from .qgis_adapters import FeedbackProgress, engine_errors
+from .qgis_adapters import FeedbackProgress
 
 HELP = """<p>Writes an output folder of <i>Segment a detection dataset</i> again, honouring the review made with
 <i>Plugins › SAMRS › Review masks</i> in each image's mask layer (<code>geo/&lt;image&gt;.gpkg</code>):
@@ -36,13 +36,12 @@ class ExportReviewedAlgorithm(SamrsAlgorithm):
                            ("RELABELLED_COUNT", "Masks relabelled"), ("IMAGE_COUNT", "Images exported")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..samrs_qgis.review_export import export_reviewed
 
         source = self.parameterAsFile(parameters, self.DATASET, context)
         target = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        with engine_errors():
-            summary = export_reviewed(source, target, progress=FeedbackProgress(feedback))
+        summary = export_reviewed(source, target, progress=FeedbackProgress(feedback))
         feedback.pushInfo(summary.describe())
         return {self.OUTPUT: target, "KEPT_COUNT": summary.kept, "DROPPED_COUNT": summary.dropped,
                 "RELABELLED_COUNT": summary.relabelled, "IMAGE_COUNT": summary.exported}

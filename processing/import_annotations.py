@@ -4,7 +4,6 @@ Maps Processing parameters onto :func:`samrs_qgis.annotations.import_annotations
 """
 from __future__ import annotations
 
-
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterRasterLayer,
@@ -12,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
 from .base import SamrsAlgorithm
-from .qgis_adapters import FeedbackProgress, engine_errors, raster_layer_path
+from .qgis_adapters import FeedbackProgress, raster_layer_path
 
 MAX_PROBLEMS_SHOWN = 50
 NO_CLASS_LIST = "none (ids by sorted class name)"
@@ -67,13 +66,13 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FILE_COUNT", "Annotation files read"))
         self.addOutput(QgsProcessingOutputNumber("CLASS_COUNT", "Classes"))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def check(self, parameters, context):
         if not (any(self.parameterAsFileList(parameters, self.ANNOTATIONS, context))
                 or self.parameterAsFile(parameters, self.FOLDER, context)):
-            return False, "Give annotation files or an annotation folder."
-        return super().checkParameterValues(parameters, context)
+            return "Give annotation files or an annotation folder."
+        return None
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..samrs_qgis.annotations import import_annotations
 
         paths = [p for p in self.parameterAsFileList(parameters, self.ANNOTATIONS, context) if p]
@@ -94,10 +93,9 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
                                          "in .gpkg.")
         feedback.pushInfo(f"Reading {len(paths)} annotation path(s)" + (f" for image {image}" if image else
                                                                        " (no image: pixel space)"))
-        with engine_errors():
-            summary = import_annotations(paths, output, image_path=image,
-                                         fmt=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
-                                         dataset=dataset, progress=FeedbackProgress(feedback))
+        summary = import_annotations(paths, output, image_path=image,
+                                     fmt=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
+                                     dataset=dataset, progress=FeedbackProgress(feedback))
         feedback.pushInfo(summary.describe(max_problems=0).splitlines()[0])
         for class_id, class_name, count in summary.classes:
             feedback.pushInfo(f"  class {class_id} {class_name}: {count}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication
 
-from .provider import SamrsProvider, icon_path
+from .base import icon_path
+from .provider import SamrsProvider
 
 MAIN_ALGORITHM = "samrs:segmentboxes"
 

@@ -1,21 +1,16 @@
 """The Processing provider ``samrs``: registers the algorithms, nothing else."""
 from __future__ import annotations
 
-import os
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .base import icon_path
 from .dataset_report import DatasetReportAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .export_reviewed import ExportReviewedAlgorithm
 from .import_annotations import ImportAnnotationsAlgorithm
 from .segment_boxes import SegmentBoxesAlgorithm
 from .segment_dataset import SegmentDatasetAlgorithm
-
-
-def icon_path() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "samrs.svg")
 
 
 class SamrsProvider(QgsProcessingProvider):

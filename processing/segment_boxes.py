@@ -4,19 +4,16 @@ Maps Processing parameters onto :class:`samrs_qgis.pipeline.SegmentJob`; all che
 """
 from __future__ import annotations
 
-import os
-
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputNumber,
-                       QgsProcessingOutputString, QgsProcessingParameterBand, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
+                       QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingParameterVectorDestination)
+                       QgsProcessingParameterVectorDestination)
 
-from ..samrs_qgis.classes import parse_class_list
-from ..samrs_qgis.errors import Cancelled, SamrsError
+from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.pipeline import OutputPaths, SegmentJob
-from .base import SamrsAlgorithm, SegmentParameters
-from .qgis_adapters import FeedbackProgress, box_source_from_qgis
+from ..samrs_qgis.settings import not_sam_note
+from .base import SamrsAlgorithm, SegmentSettings
+from .qgis_adapters import FeedbackProgress, box_source_from_qgis, raster_layer_path
 
 STATUSES = ("ok", "empty", "outside", "invalid")
 
@@ -53,20 +50,18 @@ masks, classes, instances.</p>"""
 
 
 
-class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
+class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
     HELP = HELP
     INPUT = "INPUT"
     BOXES = "BOXES"
-    CLASS_FIELD = "CLASS_FIELD"
-    ID_FIELD = "ID_FIELD"
-    BANDS = "BANDS"
-    CLASSES = "CLASSES"
     PREVIEW = "PREVIEW"
     OUTPUT_INSTANCES = "OUTPUT_INSTANCES"
     OUTPUT_SEMANTIC = "OUTPUT_SEMANTIC"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     OUTPUT_PREVIEW = "OUTPUT_PREVIEW"
     OUTPUT_CONTACT_SHEET = "OUTPUT_CONTACT_SHEET"
+    RASTER_PARAMETER = INPUT
+    BOXES_PARAMETER = BOXES
 
     def name(self):
         return "segmentboxes"
@@ -78,18 +73,7 @@ class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.BOXES, "Detection boxes (polygons)", [QgsProcessing.TypeVectorAnyGeometry]))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field", parentLayerParameterName=self.BOXES, optional=True))
-        self.addParameter(QgsProcessingParameterField(
-            self.ID_FIELD, "Instance id field (unique integers)", parentLayerParameterName=self.BOXES,
-            type=QgsProcessingParameterField.Numeric, optional=True))
-        self.add_model_parameters()
-        self.add_speed_parameters([
-            QgsProcessingParameterBand(self.BANDS, "Bands fed to SAM (one or three; default RGB)", None,
-                                       self.INPUT, optional=True, allowMultiple=True),
-            QgsProcessingParameterString(self.CLASSES, "Class list, comma-separated (ids by position)",
-                                         optional=True),
-        ])
+        self.add_settings()
         self.addParameter(QgsProcessingParameterBoolean(
             self.PREVIEW, "Draw PNG previews beside the mask polygons (overview, lowest-scoring masks)",
             defaultValue=False))
@@ -108,33 +92,17 @@ class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PREVIEW, "Preview: overview (PNG)"))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_CONTACT_SHEET, "Preview: lowest-scoring masks (PNG)"))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Cheap checks shown before the run starts (the engine repeats and extends them)."""
-        problem = self.check_model_parameters(parameters, context)
-        if problem:
-            return False, problem
-        return super().checkParameterValues(parameters, context)
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         raster_layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster_layer is None:
-            raise QgsProcessingException(f"Raster '{parameters.get(self.INPUT)}' cannot be loaded.")
-        if raster_layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"Raster '{raster_layer.name()}' is served by the '{raster_layer.providerType()}' provider, which "
-                "GDAL cannot read directly. Save it as a GeoTIFF first (Raster > Conversion > Translate).")
+            raise InputError(f"Raster '{parameters.get(self.INPUT)}' cannot be loaded.")
+        raster = raster_layer_path(raster_layer, "raster")
         source = self.parameterAsSource(parameters, self.BOXES, context)
         if source is None:
-            raise QgsProcessingException(f"Box layer '{parameters.get(self.BOXES)}' cannot be loaded.")
+            raise InputError(f"Box layer '{parameters.get(self.BOXES)}' cannot be loaded.")
         box_layer = self.parameterAsVectorLayer(parameters, self.BOXES, context)
         name = box_layer.name() if box_layer is not None else str(parameters.get(self.BOXES))
-        classes = self.parameterAsString(parameters, self.CLASSES, context)
-        options = self.segment_options(
-            parameters, context,
-            bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
-            class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
-            id_field=self.parameterAsString(parameters, self.ID_FIELD, context) or None,
-            class_names=parse_class_list(classes))
+        options = self.segment_options(parameters, context)
         outputs = OutputPaths(
             instances=self.parameterAsOutputLayer(parameters, self.OUTPUT_INSTANCES, context) or None,
             semantic=self.parameterAsOutputLayer(parameters, self.OUTPUT_SEMANTIC, context) or None,
@@ -142,21 +110,16 @@ class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
         )
         preview = self.parameterAsBoolean(parameters, self.PREVIEW, context)
         if preview and not outputs.polygons:
-            raise QgsProcessingException(
+            raise InputError(
                 "The preview draws the mask polygons, but no mask polygon output was asked for. Give a Mask "
                 "polygons output (OUTPUT_POLYGONS), or turn the preview off.")
-        job = SegmentJob(raster_layer.source(), box_source_from_qgis(source, name), outputs, options,
-                         FeedbackProgress(feedback))
-        try:
-            job.prepare()
-            summary = job.run()
-        except Cancelled as exc:
-            raise QgsProcessingException(str(exc)) from exc
-        except SamrsError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        job = SegmentJob(raster, box_source_from_qgis(source, name), outputs, options, FeedbackProgress(feedback))
+        job.prepare()
+        summary = job.run()
         feedback.pushInfo(summary.describe())
-        if options.backend == "grabcut":
-            feedback.pushWarning("These masks were made by GrabCut, not SAM.")
+        note = not_sam_note(summary.backend)
+        if note:
+            feedback.pushWarning(note)
         results = {self.OUTPUT_INSTANCES: outputs.instances, self.OUTPUT_SEMANTIC: outputs.semantic,
                    self.OUTPUT_POLYGONS: outputs.polygons, "BACKEND_USED": summary.backend,
                    "BOX_COUNT": summary.boxes, "WINDOW_COUNT": summary.windows,
@@ -165,7 +128,7 @@ class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
             results[f"{status.upper()}_COUNT"] = summary.status_counts.get(status, 0)
         if preview:
             results[self.OUTPUT_PREVIEW], results[self.OUTPUT_CONTACT_SHEET] = self._previews(
-                raster_layer, outputs.polygons, feedback)
+                raster, outputs.polygons, feedback)
         from .layer_group import group_outputs_on_load
 
         group_outputs_on_load(context, raster_layer, {outputs.polygons: ("masks", 0),
@@ -174,23 +137,15 @@ class SegmentBoxesAlgorithm(SegmentParameters, SamrsAlgorithm):
         return results
 
     @staticmethod
-    def _previews(raster_layer, polygons: str, feedback):
+    def _previews(raster: str, polygons: str, feedback):
         """Draw the overview and the contact sheet with QGIS's renderer (QGIS is running here)."""
-        from ..samrs_previews import PreviewError, render_previews
-        from ..samrs_qgis.cli import POLYGON_LAYER_FORMATS, PREVIEW_MASKS, PREVIEW_SIZE, preview_paths
+        from ..samrs_previews import PreviewError, draw_result_previews
 
         feedback.setProgressText("Drawing the previews")
-        overview, sheet = preview_paths(polygons)
-        layer_name = "masks" if os.path.splitext(polygons)[1].lower() in POLYGON_LAYER_FORMATS else None
-        size = min(PREVIEW_SIZE, max(raster_layer.width(), raster_layer.height()))
         try:
-            files = render_previews(raster_layer.source(), polygons, overview, sheet, layer_name=layer_name,
-                                    size=size, count=PREVIEW_MASKS)
+            files = draw_result_previews(raster, polygons)
         except PreviewError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        feedback.pushInfo(f"Preview: {files.overview}")
-        if files.contact_sheet:
-            feedback.pushInfo(f"Lowest-scoring masks ({files.masks_shown}): {files.contact_sheet}")
-        else:
-            feedback.pushInfo("No mask to show in a contact sheet (no box has status ok).")
+        for line in files.lines():
+            feedback.pushInfo(line)
         return files.overview, files.contact_sheet

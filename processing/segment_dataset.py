@@ -1,17 +1,19 @@
 """``samrs:segmentdataset`` — Segment a detection dataset.
 
 Maps Processing parameters onto :func:`samrs_qgis.dataset.segment_dataset`; the model, prompt, post-processing
-and speed parameters are ``samrs:segmentboxes``' own (:class:`.base.SegmentParameters`).
+and speed parameters are ``samrs:segmentboxes``' own (:class:`.base.SegmentSettings`), but for those of one
+box layer.
 """
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputNumber,
-                       QgsProcessingOutputString, QgsProcessingParameterBoolean, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile, QgsProcessingParameterFolderDestination)
+from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputString,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFolderDestination)
 
 from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
-from ..samrs_qgis.errors import SamrsError
-from .base import SamrsAlgorithm, SegmentParameters
+from ..samrs_qgis.errors import InputError
+from ..samrs_qgis.settings import BOX_LAYER, not_sam_note
+from .base import SamrsAlgorithm, SegmentSettings
 from .qgis_adapters import FeedbackProgress
 
 NO_CLASS_LIST = "none (ids by sorted class name over all files)"
@@ -31,7 +33,7 @@ are kept (counted as skipped). An image that cannot be segmented is reported as 
 The model, prompt and post-processing parameters are those of <i>Segment detection boxes with SAM</i>.</p>"""
 
 
-class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
+class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
     HELP = HELP
     GROUP = ("Datasets", "datasets")
     IMAGES = "IMAGES"
@@ -40,6 +42,7 @@ class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
     DATASET = "DATASET"
     RECURSIVE = "RECURSIVE"
     OUTPUT = "OUTPUT"
+    SETTINGS_EXCLUDE = (BOX_LAYER,)  # each image's annotations are its box layer
 
     def name(self):
         return "segmentdataset"
@@ -58,8 +61,7 @@ class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
             self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RECURSIVE, "Include images in subfolders", defaultValue=False))
-        self.add_model_parameters()
-        self.add_speed_parameters()
+        self.add_settings()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
         self.addOutput(QgsProcessingOutputFile("MANIFEST", "Manifest (manifest.json)"))
         self.addOutput(QgsProcessingOutputFile("COCO", "COCO instances (coco_instances.json)"))
@@ -70,31 +72,21 @@ class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
                            ("NO_ANNOTATIONS", "Images without annotation file"), ("BOX", "Boxes segmented")):
             self.addOutput(QgsProcessingOutputNumber(f"{key}_COUNT", label))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        problem = self.check_model_parameters(parameters, context)
-        if problem:
-            return False, problem
-        return super().checkParameterValues(parameters, context)
-
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..samrs_qgis.dataset import segment_dataset
 
         images = self.parameterAsFile(parameters, self.IMAGES, context)
         annotations = self.parameterAsFile(parameters, self.ANNOTATIONS, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not output:
-            raise QgsProcessingException("Give an output folder.")
+            raise InputError("Give an output folder.")
         dataset_index = self.parameterAsEnum(parameters, self.DATASET, context)
         dataset = list(DATASET_CLASSES)[dataset_index - 1] if dataset_index else None
         options = self.segment_options(parameters, context)
-        try:
-            summary = segment_dataset(images, annotations, output, options, dataset=dataset,
-                                      progress=FeedbackProgress(feedback),
-                                      annotation_format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT,
-                                                                                     context)],
-                                      recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context))
-        except SamrsError as exc:  # bad input, a backend that cannot load, or cancelled
-            raise QgsProcessingException(str(exc)) from exc
+        summary = segment_dataset(images, annotations, output, options, dataset=dataset,
+                                  progress=FeedbackProgress(feedback),
+                                  annotation_format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
+                                  recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context))
         feedback.setProgress(100)
         for line in summary.describe().splitlines():
             if not line.startswith("  failed "):  # each failure was a warning as it happened
@@ -102,8 +94,9 @@ class SegmentDatasetAlgorithm(SegmentParameters, SamrsAlgorithm):
         if summary.failed:
             feedback.pushWarning(f"{summary.failed} image(s) failed; see the warnings above and the manifest "
                                  f"({summary.manifest}).")
-        if options.backend == "grabcut" and summary.done:
-            feedback.pushWarning("These masks were made by GrabCut, not SAM.")
+        note = not_sam_note(summary.backend)
+        if note and summary.done:
+            feedback.pushWarning(note)
         return {self.OUTPUT: summary.output_dir, "MANIFEST": summary.manifest, "COCO": summary.coco,
                 "BACKEND_USED": summary.backend, "IMAGE_COUNT": summary.images, "DONE_COUNT": summary.done,
                 "SKIPPED_COUNT": summary.skipped, "FAILED_COUNT": summary.failed,

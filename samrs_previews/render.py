@@ -17,6 +17,9 @@ TILE_MARGIN = 0.6  # context around a mask in its tile, as a fraction of the mas
 LABEL_HEIGHT = 22  # pixels under each tile for its label
 FOCUS_OUTLINE_MM = 0.6  # the tile's own mask is outlined in white over the class-coloured masks
 MIN_TILE_EXTENT = 8.0  # raster pixels: a tile never shows fewer than this many across
+PREVIEW_SIZE = 1200  # the overview's longest side at most; a smaller raster is drawn one pixel per pixel
+PREVIEW_MASKS = 16  # masks in the contact sheet
+MASKS_LAYER_FORMATS = (".gpkg", ".sqlite")  # polygon outputs whose masks are the layer 'masks' of their file
 
 
 class PreviewError(Exception):
@@ -28,6 +31,26 @@ class PreviewFiles:
     overview: str
     contact_sheet: Optional[str]  # None when the layer has no mask
     masks_shown: int
+
+    def lines(self) -> List[str]:
+        """What a front end tells the user about the previews drawn."""
+        if not self.contact_sheet:
+            return [f"Preview: {self.overview}", "No mask to show in a contact sheet (no box has status ok)."]
+        return [f"Preview: {self.overview}", f"Lowest-scoring masks ({self.masks_shown}): {self.contact_sheet}"]
+
+
+def preview_paths(polygons_path: str) -> Tuple[str, str]:
+    """``<polygons stem>_preview.png`` and ``<polygons stem>_worst.png`` beside the polygon layer."""
+    stem = os.path.splitext(polygons_path)[0]
+    return stem + "_preview.png", stem + "_worst.png"
+
+
+def draw_result_previews(raster_path: str, polygons_path: str) -> PreviewFiles:
+    """The previews of one segmentation result, beside its polygon layer (see :func:`preview_paths`): the
+    overview at most ``PREVIEW_SIZE`` pixels across and the ``PREVIEW_MASKS`` lowest-scoring masks."""
+    overview, sheet = preview_paths(polygons_path)
+    layer = "masks" if os.path.splitext(polygons_path)[1].lower() in MASKS_LAYER_FORMATS else None
+    return render_previews(raster_path, polygons_path, overview, sheet, layer_name=layer, count=PREVIEW_MASKS)
 
 
 def ensure_qgis_application():
@@ -117,10 +140,10 @@ def _worst_masks(masks, count: int) -> List[Tuple]:
 
 def render_previews(raster_path: str, polygons_path: str, overview_path: str,
                     contact_sheet_path: Optional[str] = None, layer_name: Optional[str] = "masks",
-                    size: int = 1200, count: int = 16, tile: int = 256) -> PreviewFiles:
+                    size: Optional[int] = None, count: int = PREVIEW_MASKS, tile: int = 256) -> PreviewFiles:
     """Render the overview (and the contact sheet when a path is given) as PNG files.
 
-    ``size``: the overview's longest side in pixels; ``count`` masks in the contact sheet, ``tile``
+    ``size``: the overview's longest side in pixels (default: the raster's, at most ``PREVIEW_SIZE``); ``count`` masks in the contact sheet, ``tile``
     pixels square each, in rows of up to four.
     """
     from qgis.PyQt.QtCore import QRectF, Qt
@@ -129,6 +152,7 @@ def render_previews(raster_path: str, polygons_path: str, overview_path: str,
     ensure_qgis_application()
     raster, masks = _layers(raster_path, polygons_path, layer_name)
     extent = raster.extent()
+    size = size or min(PREVIEW_SIZE, max(raster.width(), raster.height()))
     scale = size / max(extent.width(), extent.height())
     width, height = max(1, round(extent.width() * scale)), max(1, round(extent.height() * scale))
     _save(_render([masks, raster], raster.crs(), extent, width, height), overview_path)

@@ -1,39 +1,256 @@
-"""The segmentation settings: what decides what a run computes, one definition for every front end.
+"""The segmentation settings: one declarative table, from which every front end is made.
 
-(Provisional: the declarative table of settings is built here.)
+Each :class:`Setting` row names one field of :class:`SegmentOptions` (the value the engine runs on) and says
+everything a front end needs to offer it: its kind, choices with their labels, default, bounds, help text,
+group and whether it is advanced. The command line (``samrs_qgis.cli_settings``) and the Processing
+algorithms (``processing/settings_parameters.py``) generate their options, parameters, checks and the mapping
+back onto ``SegmentOptions`` from :data:`SEGMENT_SETTINGS`; adding a setting means adding one row.
+
+Names seen by users follow from a row's ``key``: the CLI flag ``--<key with dashes>`` and the Processing
+parameter ``<KEY>``.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .backends.sam import DEVICES, PRECISIONS
+from .backends.sam_checkpoint import MODEL_TYPES
+from .errors import InputError
+from .prompts import PROMPT_MODES
+from .stretch import STRETCH_MODES
 
 BACKENDS = ("sam", "grabcut")
+AUTO_BACKEND = "auto"  # SAM when a checkpoint is given, else GrabCut
+COMPILE_CHOICES = ("auto", "on", "off")
+
+# Kinds of value a setting holds; each front end knows how to offer each kind.
+CHOICE, BOOL, INT, FLOAT, FILE, FOLDER, FIELD, BANDS, NAMES = (
+    "choice", "bool", "int", "float", "file", "folder", "field", "bands", "names")
+
+# Groups: the CLI's help sections; commands leave out groups they set themselves.
+MODEL, POSTPROCESSING, DATA, BOX_LAYER = "model", "mask post-processing", "data", "box layer"
 
 
-@dataclass
-class SegmentOptions:
-    """Everything that decides what is computed. Defaults follow SAMRS."""
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table. ``default`` is the engine's default; None means "not set" (the engine decides)."""
 
-    backend: str = "sam"
-    checkpoint: Optional[str] = None
-    model_type: str = "auto"
-    device: str = "auto"
-    multimask: bool = False  # True: best of three candidate masks by predicted IoU
-    prompt: str = "box"  # see samrs_qgis.prompts: box, rbox-mask, point, box+point
-    clip_to_box: bool = False  # keep only mask pixels whose centre lies inside the (rotated) box
-    fill_holes: bool = False
-    min_island_px: int = 0  # drop mask components with fewer pixels (native raster pixels)
-    keep_largest: bool = False  # keep only the largest mask component
-    batch_size: Optional[int] = None  # boxes per decoder call; None: what suits the device (CPU 4, CUDA 64)
-    precision: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32
-    compile_decoder: str = "auto"  # on / off / auto: on for CPU runs of many boxes (see backends.sam)
-    embedding_cache: bool = True  # keep window embeddings on disk for later runs
-    cache_dir: Optional[str] = None  # default ~/.cache/samrs/embeddings
-    cache_limit_mb: float = 2048
-    window_size: int = 1024
-    bands: Optional[Sequence[int]] = None
-    stretch: str = "auto"
-    class_field: Optional[str] = None
-    id_field: Optional[str] = None
-    class_names: Optional[Sequence[str]] = None  # explicit class list: ids by position
-    background: int = 255
+    name: str  # the SegmentOptions field
+    kind: str  # CHOICE, BOOL, INT, FLOAT, FILE, FOLDER, FIELD, BANDS or NAMES
+    default: Any
+    label: str  # short description: the Processing parameter's label
+    help: str  # one or two sentences: CLI help and the Processing parameter's tooltip
+    group: str
+    choices: Tuple[Tuple[str, str], ...] = ()  # (value, label) in the order Processing numbers them
+    advanced: bool = False
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    zero_means_unset: bool = False  # Processing numbers have no "unset": 0 stands for None there
+    numeric_field: bool = False  # FIELD: the field must be numeric
+    extension: str = ""  # FILE: the file name extension offered by file pickers
+    key: str = ""  # user-facing name when it differs from ``name``
+    cli_aliases: Tuple[str, ...] = ()  # further CLI spellings kept for compatibility
+    noun: str = ""  # what the value is called in messages; default: the name in words
+    parent: str = ""  # FIELD: the role of the layer whose field it is ("boxes", "reference", "produced")
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.key or self.name).replace("_", "-")
+
+    @property
+    def parameter(self) -> str:
+        return (self.key or self.name).upper()
+
+    @property
+    def what(self) -> str:
+        return self.noun or self.name.replace("_", " ")
+
+    @property
+    def values(self) -> Tuple[str, ...]:
+        return tuple(value for value, _ in self.choices)
+
+
+def labelled(values: Sequence[str], labels: Dict[str, str]) -> Tuple[Tuple[str, str], ...]:
+    """``(value, label)`` pairs in the engine's own order; a value without a label is shown as itself.
+    Labels are looked up by value, so reordering the engine's tuple cannot mislabel a choice."""
+    unknown = set(labels) - set(values)
+    if unknown:
+        raise ValueError(f"labels for unknown values: {sorted(unknown)}")
+    return tuple((value, labels.get(value, value)) for value in values)
+
+
+SEGMENT_SETTINGS: Tuple[Setting, ...] = (
+    Setting("class_field", FIELD, None, "Class field", "field holding each box's class (text or integer)",
+            BOX_LAYER, parent="boxes"),
+    Setting("id_field", FIELD, None, "Instance id field (unique integers)",
+            "field of unique integers (1 or more) used as instance ids; default: input order, 1-based",
+            BOX_LAYER, numeric_field=True, parent="boxes"),
+    Setting("backend", CHOICE, AUTO_BACKEND, "Backend",
+            "sam (needs a checkpoint) or grabcut (no weights, not SAM); auto: sam when a checkpoint is given, "
+            "else grabcut", MODEL,
+            choices=labelled(BACKENDS + (AUTO_BACKEND,), {
+                "sam": "SAM (needs a checkpoint)", "grabcut": "GrabCut (no weights; not SAM)",
+                AUTO_BACKEND: "auto (SAM when a checkpoint is given, else GrabCut)"})),
+    Setting("checkpoint", FILE, None, "SAM checkpoint (.pth)",
+            "SAM checkpoint, e.g. sam_vit_h_4b8939.pth (official files: download-checkpoints)", MODEL,
+            extension="pth"),
+    Setting("model_type", CHOICE, "auto", "Model type", "checked against the checkpoint; auto detects it", MODEL,
+            choices=labelled(MODEL_TYPES, {}), noun="model type"),
+    Setting("prompt", CHOICE, "box", "Prompt",
+            "what SAM is prompted with: box (the enclosing horizontal box, SAMRS's choice), rbox-mask (the rotated "
+            "box as a mask prompt), point (the box centre), box+point; GrabCut takes box only", MODEL,
+            choices=labelled(PROMPT_MODES, {
+                "box": "box (enclosing horizontal box; SAMRS)", "rbox-mask": "rbox-mask (rotated box as a mask prompt)",
+                "point": "point (box centre)", "box+point": "box+point (box and centre)"}), noun="prompt mode"),
+    Setting("multimask", BOOL, False, "Best of three masks by predicted IoU (SAMRS: off)",
+            "keep the best of SAM's three candidate masks by predicted IoU", MODEL),
+    Setting("clip_to_box", BOOL, False, "Clip masks to the (rotated) box",
+            "keep only mask pixels whose centre lies inside the (rotated) box", POSTPROCESSING),
+    Setting("fill_holes", BOOL, False, "Fill holes in masks", "fill holes inside each mask", POSTPROCESSING),
+    Setting("min_island_px", INT, 0, "Remove mask parts smaller than (raster pixels; 0: keep all)",
+            "drop mask parts smaller than this many raster pixels (0: keep all)", POSTPROCESSING, minimum=0,
+            noun="minimum island area"),
+    Setting("keep_largest", BOOL, False, "Keep only the largest part of each mask",
+            "keep only each mask's largest part", POSTPROCESSING),
+    Setting("device", CHOICE, "auto", "Device", "auto: a CUDA GPU when torch can use one, else the CPU", MODEL,
+            choices=labelled(DEVICES, {}), advanced=True),
+    Setting("bands", BANDS, None, "Bands fed to SAM (one or three; default RGB)",
+            "three bands (or one) fed to SAM, e.g. 4,3,2; default: RGB by colour interpretation, else the first "
+            "three", DATA, advanced=True),
+    Setting("class_names", NAMES, None, "Class list, comma-separated (ids by position)",
+            "comma-separated class list giving class ids by position (stable across runs)", BOX_LAYER,
+            advanced=True, key="classes"),
+    Setting("stretch", CHOICE, "auto", "Value stretch to 8 bit",
+            "auto: 8-bit as is, other types by 2-98 % percentiles; none: values as they are", DATA,
+            choices=labelled(STRETCH_MODES, {}), advanced=True, noun="stretch"),
+    Setting("background", INT, 255, "Semantic background value",
+            "semantic raster value for no object (SAMRS: 255)", DATA, advanced=True, minimum=0, maximum=65535,
+            noun="background value"),
+    Setting("precision", CHOICE, "auto", "Precision (auto: fp16 on CUDA, bf16 on CPUs that have it)",
+            "auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32", MODEL,
+            choices=labelled(PRECISIONS, {}), advanced=True, noun="precision"),
+    Setting("batch_size", INT, None, "Boxes decoded per batch (0: suited to the device)",
+            "boxes decoded together; default (0 in Processing): suited to the device, CPU 4, CUDA 64", MODEL,
+            advanced=True, minimum=1, zero_means_unset=True),
+    Setting("compile_decoder", CHOICE, "auto", "Compile the mask decoder (auto: CPU runs of 2000+ boxes)",
+            "torch.compile the mask decoder (about 2x faster per box on a CPU, 10-35 s to compile); auto: on for "
+            "CPU runs of 2000+ boxes", MODEL, choices=labelled(COMPILE_CHOICES, {}), advanced=True,
+            noun="decoder compile choice"),
+    Setting("embedding_cache", BOOL, True, "Cache window embeddings on disk for later runs",
+            "keep window embeddings on disk, so a later run over the same windows skips the image encoder",
+            MODEL, advanced=True, cli_aliases=("cache",)),
+    Setting("cache_dir", FOLDER, None, "Embedding cache folder (default ~/.cache/samrs/embeddings)",
+            "embedding cache folder (default ~/.cache/samrs/embeddings)", MODEL, advanced=True),
+    Setting("cache_limit_mb", FLOAT, 2048.0, "Embedding cache size limit (MB; oldest use deleted first)",
+            "embedding cache size limit in MB (the least recently used embeddings are deleted first)", MODEL,
+            advanced=True, minimum=0, noun="embedding cache limit"),
+    Setting("window_size", INT, 1024, "Window size (pixels)", "window side in raster pixels (native resolution)",
+            DATA, advanced=True, minimum=64,
+            noun="window size"),
+)
+
+MATCHING = "matching"
+
+# How evaluation pairs produced masks with reference masks (samrs_qgis.evaluation).
+MATCHING_SETTINGS: Tuple[Setting, ...] = (
+    Setting("key_field", FIELD, "instance_id", "Reference key field (holds the produced instance ids)",
+            "reference field holding the produced instance ids", MATCHING, parent="reference"),
+    Setting("reference_class_field", FIELD, None, "Reference class field (default: the produced class_name)",
+            "reference field holding the class (default: the produced class_name)", MATCHING, parent="reference"),
+    Setting("produced_key_field", FIELD, "instance_id", "Produced key field", "produced field holding the ids",
+            MATCHING, advanced=True, parent="produced"),
+    Setting("unmatched_in_ap", BOOL, False, "Count produced masks without reference as false positives in AP",
+            "count produced masks without a reference as false positives in AP", MATCHING, advanced=True),
+)
+
+_TYPES = {CHOICE: str, BOOL: bool, INT: Optional[int], FLOAT: float, FILE: Optional[str], FOLDER: Optional[str],
+          FIELD: Optional[str], BANDS: Optional[Sequence[int]], NAMES: Optional[Sequence[str]]}
+
+
+def _options_class(name: str, rows: Sequence[Setting], doc: str):
+    """A dataclass with one field per row, typed by its kind, defaulting to the row's default."""
+    fields = [(s.name, _TYPES[s.kind], dataclasses.field(default=s.default)) for s in rows]
+    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": doc, "__module__": __name__})
+
+
+SegmentOptions = _options_class(
+    "SegmentOptions", SEGMENT_SETTINGS,
+    "Everything that decides what a segmentation computes: one field per row of SEGMENT_SETTINGS (defaults "
+    "follow SAMRS), e.g. ``SegmentOptions(checkpoint='sam_vit_h_4b8939.pth')``.")
+MatchingOptions = _options_class(
+    "MatchingOptions", MATCHING_SETTINGS,
+    "How an evaluation pairs produced and reference masks: one field per row of MATCHING_SETTINGS.")
+
+SETTINGS_BY_NAME: Dict[str, Setting] = {s.name: s for s in SEGMENT_SETTINGS}
+
+
+def settings_for(exclude: Iterable[str] = (), table: Sequence[Setting] = SEGMENT_SETTINGS) -> List[Setting]:
+    """The rows of ``table`` a command or algorithm offers: all but those whose name or group is in ``exclude``."""
+    exclude = set(exclude)
+    return [s for s in table if s.name not in exclude and s.group not in exclude]
+
+
+def parse_bands(text: Optional[str]) -> Optional[List[int]]:
+    """``"4,3,2"`` -> ``[4, 3, 2]``; None or blank -> None. An InputError names the bad text."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return [int(b) for b in str(text).split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"Bands must be comma-separated band numbers such as 4,3,2, not '{text}'.") from None
+
+
+def resolve_backend(options) -> "SegmentOptions":
+    """The options with backend ``auto`` made concrete: ``sam`` when a checkpoint is given, else ``grabcut``."""
+    if options.backend != AUTO_BACKEND:
+        return options
+    return dataclasses.replace(options, backend="sam" if options.checkpoint else "grabcut")
+
+
+def make_options(values: Dict[str, Any]) -> "SegmentOptions":
+    """``SegmentOptions`` from a front end's values (setting name -> value; missing ones keep their default),
+    with the backend resolved and every value checked (:func:`check_options`)."""
+    options = resolve_backend(SegmentOptions(**values))
+    check_options(options)
+    return options
+
+
+def check_values(options, table: Sequence[Setting]) -> None:
+    """Raise an InputError naming the setting for the first choice outside its list or number out of bounds."""
+    for s in table:
+        value = getattr(options, s.name)
+        if s.kind == CHOICE and value not in s.values:
+            raise InputError(f"Unknown {s.what} '{value}'. Choose one of: {', '.join(s.values)} "
+                             f"({s.flag}, {s.parameter}).")
+        if s.kind in (INT, FLOAT) and value is not None:
+            if s.minimum is not None and value < s.minimum or s.maximum is not None and value > s.maximum:
+                bounds = (f"between {s.minimum:g} and {s.maximum:g}" if s.maximum is not None
+                          else f"{s.minimum:g} or more")
+                raise InputError(f"The {s.what} {value} must be {bounds} ({s.flag}, {s.parameter}).")
+
+
+def check_options(options) -> None:
+    """Raise an InputError naming the setting and the fix for the first value that cannot run: a choice
+    outside its list, a number outside its bounds, a backend without what it needs."""
+    check_values(options, SEGMENT_SETTINGS)
+    backend = resolve_backend(options).backend
+    if backend == "sam" and not options.checkpoint:
+        raise InputError("The SAM backend needs a checkpoint (.pth): download sam_vit_b_01ec64.pth, "
+                         "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth (python -m samrs_qgis download-checkpoints), "
+                         "or choose the GrabCut backend.")
+    if backend == "sam" and not os.path.isfile(options.checkpoint):
+        raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist.")
+    if backend == "grabcut" and options.prompt != "box":
+        raise InputError(f"The grabcut backend takes the prompt mode box only, not '{options.prompt}'. Choose the "
+                         "box prompt, or the SAM backend with a checkpoint.")
+
+
+def not_sam_note(backend: str) -> Optional[str]:
+    """What to tell the user after a run whose masks are not SAM's (None when they are)."""
+    if backend.startswith("grabcut"):
+        return ("These masks were made by GrabCut, not SAM. Give a SAM checkpoint for SAM masks (python -m "
+                "samrs_qgis download-checkpoints fetches the official ones).")
+    return None

@@ -196,7 +196,7 @@ def test_per_class_rows_use_the_reference_class_and_count_unmatched(tmp_path):
         (99, "boat", 0.6, rect(50, 50, 60, 60)),  # no reference with key 99
     ])
 
-    result = evaluate(produced, reference, grid, key_field="obj_id", class_field="category")
+    result = evaluate(produced, reference, grid, key_field="obj_id", reference_class_field="category")
 
     assert [r.class_name for r in result.rows()] == ["boat", "carrier", "warship", OVERALL]
     carrier, warship, boat, overall = (result.row(c) for c in ("carrier", "warship", "boat", OVERALL))
@@ -389,7 +389,7 @@ def test_errors_name_the_input_and_the_fix(tmp_path):
                                          r"Its fields are: obj_id"):
         evaluate(produced, reference, grid)
     with pytest.raises(InputError, match="class field 'kind' is not in the reference"):
-        evaluate(produced, reference, grid, key_field="obj_id", class_field="kind")
+        evaluate(produced, reference, grid, key_field="obj_id", reference_class_field="kind")
 
     empty = write_reference(tmp_path / "empty.gpkg", [], key="obj_id")
     with pytest.raises(InputError, match="holds no instance with a pixel on the grid"):
@@ -433,7 +433,7 @@ def test_shapefile_produced_layer_and_explicit_sources(tmp_path):
     produced = write_produced(tmp_path / "masks.shp", [(1, "ship", 0.9, rect(5, 5, 15, 15))], key="inst_id")
     reference = write_reference(tmp_path / "truth.gpkg", [(1, "frigate", rect(5, 5, 15, 25))], class_field="type")
 
-    result = evaluate(PolygonMasks(produced), PolygonMasks(reference), grid, class_field="type")
+    result = evaluate(PolygonMasks(produced), PolygonMasks(reference), grid, reference_class_field="type")
 
     assert [(r.class_name, r.instances, r.mean_iou) for r in result.rows()] == [("frigate", 1, 0.5), (OVERALL, 1, 0.5)]
 

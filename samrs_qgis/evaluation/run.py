@@ -25,18 +25,18 @@ def _read_masks(spec, role: str, grid: Grid, key_field: str, class_field: Option
 
 
 def evaluate(produced: MaskSource, reference: MaskSource, grid_raster: Optional[str] = None, *,
-             key_field: str = "instance_id", class_field: Optional[str] = None,
+             key_field: str = "instance_id", reference_class_field: Optional[str] = None,
              produced_key_field: str = "instance_id", name: Optional[str] = None, unmatched_in_ap: bool = False,
              progress: Optional[Progress] = None) -> EvaluationResult:
     """Evaluate one image's produced masks against its reference masks.
 
     ``produced``: our polygon layer (``instance_id``, ``class_name``, ``score``; null geometries are empty
     masks) or our instance raster. ``reference``: a polygon layer whose ``key_field`` holds the produced
-    instance ids (``class_field`` optional) or an instance raster with the same ids. ``grid_raster``: the
+    instance ids (``reference_class_field`` optional) or an instance raster with the same ids. ``grid_raster``: the
     raster whose pixel grid the masks are compared on (optional when an input is an instance raster).
     """
     pair = EvaluationPair(produced, reference, grid_raster, name)
-    return evaluate_dataset([pair], key_field=key_field, class_field=class_field,
+    return evaluate_dataset([pair], key_field=key_field, reference_class_field=reference_class_field,
                             produced_key_field=produced_key_field, unmatched_in_ap=unmatched_in_ap, progress=progress)
 
 
@@ -59,10 +59,11 @@ def _image_name(pair: EvaluationPair, produced, taken: set) -> str:
 
 
 def evaluate_dataset(pairs: Iterable[Union[EvaluationPair, tuple]], *, key_field: str = "instance_id",
-                     class_field: Optional[str] = None, produced_key_field: str = "instance_id",
+                     reference_class_field: Optional[str] = None, produced_key_field: str = "instance_id",
                      unmatched_in_ap: bool = False, progress: Optional[Progress] = None) -> EvaluationResult:
     """Evaluate several images as one dataset: every pair is an image (its own grid and keys) and the
-    measures pool all instances (AP as COCO over all images).
+    measures pool all instances (AP as COCO over all images). The keyword arguments are the fields of
+    :class:`samrs_qgis.settings.MatchingOptions`.
 
     Raises :class:`InputError` when no reference instance has a pixel on its grid.
     """
@@ -83,7 +84,7 @@ def evaluate_dataset(pairs: Iterable[Union[EvaluationPair, tuple]], *, key_field
         image = _image_name(pair, produced, names)
         images.append(image)
         progress.info(f"Evaluating {image} on the {grid.width} x {grid.height} grid of {grid.path}")
-        ref = _read_masks(reference, "reference", grid, key_field, class_field, None, progress)
+        ref = _read_masks(reference, "reference", grid, key_field, reference_class_field, None, progress)
         progress.set_fraction((index + 0.4) / len(pairs))
         prod = _read_masks(produced, "produced", grid, produced_key_field, "class_name", "score", progress, "status")
         progress.set_fraction((index + 0.8) / len(pairs))

@@ -34,17 +34,19 @@ classes on their own) the classes are renumbered by sorted name, with a note in 
 
 Modules (one concept each): :mod:`.result_set` (finding a subset's inputs), :mod:`.statistics` (the
 numbers and their bins), :mod:`.collect` (reading the inputs into them), :mod:`.tables` (rows for CSV and
-HTML), :mod:`.plots`, :mod:`.html_page`, :mod:`.writing` (:func:`write_report`).
+HTML), :mod:`.plots`, :mod:`.html_page`, :mod:`.writing` (:func:`write_report`), :mod:`.subsets` (the subsets a report
+compares, named from folders and layers).
 """
 from __future__ import annotations
 
 from .collect import collect_statistics, statistics_from_folder
 from .result_set import ResultSet, result_set_from_folder
+from .subsets import collect_subsets, dataset_subsets, describe_subsets, report_class_names
 from .statistics import SCORE_BINS, STATUSES, Statistics, score_bin_edges, size_bin_edges
 from .tables import CSV_FILES
 from .writing import ReportFiles, write_report
 
 __all__ = ["Statistics", "ResultSet", "ReportFiles", "collect_statistics", "result_set_from_folder",
            "statistics_from_folder", "write_report", "size_bin_edges", "score_bin_edges", "SCORE_BINS",
-           "STATUSES", "CSV_FILES"]
+           "STATUSES", "CSV_FILES", "collect_subsets", "dataset_subsets", "describe_subsets", "report_class_names"]
 

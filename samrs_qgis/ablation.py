@@ -1,0 +1,117 @@
+"""SAMRS's prompt ablation: the same boxes segmented once per prompt mode, each result evaluated against
+reference masks, one comparison table.
+
+The embedding cache is on for every mode, so the image encoder runs once per window (or image) for all modes;
+the backend is loaded once. Writes ``<out_dir>/<mode>/…`` (the mode's masks and ``metrics.csv``) and
+``<out_dir>/comparison.csv``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .errors import InputError
+from .progress import Progress, ProgressSlice
+
+SEGMENT_SHARE = 0.8  # of each mode's progress; the rest is its evaluation
+
+
+@dataclass
+class AblationResult:
+    results: Dict[str, object]  # prompt mode -> EvaluationResult, in the order run
+    comparison: str  # path of comparison.csv
+
+
+def ablation_modes(requested: Optional[Sequence[str]], backend, reference: str) -> List[str]:
+    """The prompt modes to compare (default: every mode the backend takes), checked against the backend,
+    and the reference checked to exist."""
+    modes = list(requested or backend.prompt_modes)
+    refused = [m for m in modes if m not in backend.prompt_modes]
+    if refused:
+        raise InputError(f"The {backend.name} backend takes the prompt modes {', '.join(backend.prompt_modes)}, "
+                         f"not {', '.join(refused)}. Give prompt modes among those, or a SAM checkpoint.")
+    if not os.path.exists(reference):
+        raise InputError(f"The reference masks '{reference}' do not exist. Give the true masks (a polygon "
+                         "layer or instance raster; a folder of them for a dataset).")
+    return modes
+
+
+def _compare_modes(modes: Sequence[str], out_dir: str, progress: Progress,
+                   run_mode: Callable[[str, str, Progress, Progress], object]) -> AblationResult:
+    """``run_mode(mode, folder, segment_progress, evaluate_progress)`` segments and evaluates one mode in
+    ``folder``; the results are written as ``<folder>/metrics.csv`` and one ``comparison.csv``."""
+    from .evaluation import write_comparison_csv, write_metrics_csv
+
+    results = {}
+    for n, mode in enumerate(modes):
+        progress.info(f"prompt mode {mode}")
+        start, end = n / len(modes), (n + 1) / len(modes)
+        middle = start + SEGMENT_SHARE * (end - start)
+        folder = os.path.join(out_dir, mode)
+        result = run_mode(mode, folder, ProgressSlice(progress, start, middle), ProgressSlice(progress, middle, end))
+        write_metrics_csv(result, os.path.join(folder, "metrics.csv"))
+        results[mode] = result
+    return AblationResult(results, write_comparison_csv(results, os.path.join(out_dir, "comparison.csv")))
+
+
+def _cached(options, mode: str):
+    return dataclasses.replace(options, embedding_cache=True, prompt=mode)
+
+
+def raster_ablation(raster: str, boxes_path: str, layer: Optional[str], reference: str, out_dir: str, options,
+                    matching, modes: Optional[Sequence[str]] = None, progress: Optional[Progress] = None
+                    ) -> AblationResult:
+    """The ablation over one raster: ``<out_dir>/<mode>/<raster>_masks.gpkg`` per mode, evaluated on the
+    raster's grid against ``reference`` with ``matching`` (:class:`samrs_qgis.settings.MatchingOptions`)."""
+    from .backends import make_backend
+    from .boxes import read_box_file
+    from .evaluation import evaluate
+    from .pipeline import OutputPaths, SegmentJob
+
+    progress = progress or Progress()
+    backend = make_backend(_cached(options, options.prompt))
+    modes = ablation_modes(modes, backend, reference)
+    stem = os.path.splitext(os.path.basename(raster))[0]
+
+    def run_mode(mode, folder, segmenting, evaluating):
+        polygons = os.path.join(folder, f"{stem}_masks.gpkg")
+        job = SegmentJob(raster, read_box_file(boxes_path, layer), OutputPaths(polygons=polygons),
+                         _cached(options, mode), segmenting, backend=backend)
+        job.prepare()
+        summary = job.run()
+        cached = int(summary.timings.get("cached_windows", 0))
+        progress.info(f"{mode}: {summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; "
+                      f"{cached} of {summary.windows} window(s) from the embedding cache")
+        return evaluate(polygons, reference, raster, **dataclasses.asdict(matching), name=mode, progress=evaluating)
+
+    return _compare_modes(modes, out_dir, progress, run_mode)
+
+
+def dataset_ablation(images: str, annotations: str, reference: str, out_dir: str, options, matching,
+                     modes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
+                     annotation_format: str = "auto", progress: Optional[Progress] = None) -> AblationResult:
+    """The ablation over a dataset (as SAMRS did on HRSC2016): ``segment_dataset`` per mode into
+    ``<out_dir>/<mode>/``, evaluated against the folder ``reference`` of masks named after the images."""
+    from .backends import make_backend
+    from .dataset import segment_dataset
+    from .evaluation import evaluate_dataset
+    from .evaluation.pairing import folder_pairs
+
+    progress = progress or Progress()
+    backend = make_backend(_cached(options, options.prompt))
+    modes = ablation_modes(modes, backend, reference)
+    if not os.path.isdir(reference):
+        raise InputError(f"The reference '{reference}' must be a folder of reference masks named after the images.")
+
+    def run_mode(mode, folder, segmenting, evaluating):
+        summary = segment_dataset(images, annotations, folder, _cached(options, mode), dataset=dataset,
+                                  progress=segmenting, annotation_format=annotation_format, backend=backend)
+        progress.info(f"{mode}: {summary.describe().splitlines()[0]}")
+        pairing = folder_pairs(os.path.join(folder, "geo"), reference, images)
+        for stem in pairing.unpaired:
+            progress.warning(f"'{stem}' is in only one of the produced and reference folders; left out")
+        return evaluate_dataset(pairing.pairs, **dataclasses.asdict(matching), progress=evaluating)
+
+    return _compare_modes(modes, out_dir, progress, run_mode)
