@@ -52,11 +52,12 @@ from .errors import InputError, SamrsError
 from .georef import UNDEFINED_CARTESIAN_WKT
 from .masks import MaskCrop
 from .progress import Progress
-from .review_fields import ACCEPTED, REJECTED, RELABELLED, REVIEW_FIELD, review_decision
 from .raster_output import InstanceCanvas, write_rasters
+from .review_fields import ACCEPTED, REJECTED, RELABELLED, REVIEW_FIELD, review_decision
 from .samrs_format import MASK_LAYER, coco_dataset, instance_records, write_json_atomic, write_pngs
 from .styles import write_output_styles
 from .transaction import OutputTransaction, remove_with_sidecars
+from .window_masks import rasterize_map_geometry
 
 EXPORTED_FROM = "exported_from"
 CANCEL_CHECK_EVERY = 64  # features between cancellation checks
@@ -315,17 +316,9 @@ class _ReviewExport:
         """Copy the kept features into the new layer and paint their masks; write the rasters. Returns the
         instance ids of the kept ``ok`` features (for the instance raster's style)."""
         import fiona
-        from affine import Affine
-        from shapely.affinity import affine_transform
-        from shapely.geometry import shape
-
-        from .evaluation import Grid, rasterize_window
 
         source_path, layer_path = source.polygons, staged.polygons
         width, height, transform = profile["width"], profile["height"], profile["transform"]
-        inverse = ~transform
-        to_pixels = [inverse.a, inverse.b, inverse.d, inverse.e, inverse.xoff, inverse.yoff]
-        grid = Grid(source_path, width, height, Affine.identity(), None)
         with fiona.open(source_path, layer=MASK_LAYER, ignore_geometry=True) as layer:
             all_ids = sorted(int(f["properties"]["instance_id"]) for f in layer)
         if len(set(all_ids)) != len(all_ids):
@@ -362,18 +355,15 @@ class _ReviewExport:
                             kept_ok.append(instance_id)
                         if feature["geometry"] is None:
                             continue
-                        geometry = affine_transform(shape(feature["geometry"]), to_pixels)
-                        parts = [g for g in getattr(geometry, "geoms", [geometry]) if not g.is_empty]
-                        if not parts:
-                            continue
-                        mask, row, col = rasterize_window(parts, grid)
+                        mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
                         area = int(mask.sum())
                         if area != (p.get("area_px") or 0):
                             raise SamrsError(
                                 f"Instance {instance_id} of '{source_path}' has {p.get('area_px')} mask pixels but "
                                 f"its polygon covers {area} pixel centres of the image grid: the layer is not on "
                                 "the image's grid (was its geometry edited?).")
-                        canvas.paint(MaskCrop(col=col, row=row, mask=mask), index)
+                        if mask.size:
+                            canvas.paint(MaskCrop(col=col, row=row, mask=mask), index)
             self.progress.check_cancelled()
             review_tag = json.dumps({"exported_from": self.source_dir, "image": stem})
             write_rasters(canvas, profile, staged.instances, staged.semantic, instance_lut, class_lut,

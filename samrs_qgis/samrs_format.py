@@ -17,7 +17,7 @@ Per image (as SAMRS published its SOTA/SIOR/FAST subsets):
   image, ``{"size": [height, width], "counts": str}``).
 
 Masks come from the polygon layer: each polygon traces pixel edges, so rasterizing it by pixel centres
-returns the mask exactly. Overlapping masks therefore stay whole here (unlike in the rasters, where the
+(:mod:`.window_masks`) returns the mask exactly. Overlapping masks therefore stay whole here (unlike in the rasters, where the
 smaller mask owns a contested pixel). Each mask is rasterized over its own bounding window only.
 
 All files are written under a temporary name and moved into place (:func:`write_json_atomic`, and the
@@ -33,6 +33,7 @@ from affine import Affine
 
 from .errors import SamrsError
 from .transaction import write_text_files
+from .window_masks import rasterize_map_geometry, window_rle
 
 MASK_LAYER = "masks"  # the layer name the pipeline gives its polygon output in a GeoPackage
 
@@ -98,24 +99,12 @@ def instance_records(polygons_path: str, transform: Affine, width: int, height: 
     layer's ``area_px`` (the polygons would not be on this grid).
     """
     import fiona
-    from shapely.affinity import affine_transform
-    from shapely.geometry import shape
 
-    from .evaluation import Grid, rasterize_window, window_rle
-
-    inverse = ~transform
-    to_pixels = [inverse.a, inverse.b, inverse.d, inverse.e, inverse.xoff, inverse.yoff]
-    grid = Grid(polygons_path, width, height, Affine.identity(), None)
     records = []
     with fiona.open(polygons_path, layer=MASK_LAYER) as layer:
         for feature in layer:
             p = feature["properties"]
-            mask, row, col = np.zeros((0, 0), bool), 0, 0
-            if feature["geometry"] is not None:
-                geometry = affine_transform(shape(feature["geometry"]), to_pixels)
-                parts = list(getattr(geometry, "geoms", [geometry]))
-                if parts:
-                    mask, row, col = rasterize_window(parts, grid)
+            mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
             area = int(mask.sum())
             if area != (p.get("area_px") or 0):
                 raise SamrsError(f"Instance {p['instance_id']} of '{polygons_path}' has {p.get('area_px')} mask "

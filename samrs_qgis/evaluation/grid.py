@@ -1,4 +1,4 @@
-"""The pixel grid masks are compared on, and masks on it as full-grid COCO run-length encodings (RLE).
+"""The pixel grid masks are compared on, and a mask as read from a source onto it.
 
 Coordinate spaces and units:
 
@@ -6,27 +6,24 @@ Coordinate spaces and units:
   instance raster; width ``W``, height ``H``, its geotransform and CRS). Pixel ``(c, r)`` covers
   ``[c, c+1) x [r, r+1)`` in pixel space (GDAL's corner convention, as in ``raster_input``). Areas,
   intersections and unions are in **pixels** of that grid.
-* Polygons are rasterized with ``rasterio.features.rasterize`` (a pixel belongs to a polygon when its
-  centre lies inside, ``all_touched=False``), each instance on its own over its bounding window
-  (rows, cols) of the grid, never over the whole grid. Parts outside the grid are not counted.
+* Polygons are rasterized by pixel centres, each instance on its own over its bounding window of the
+  grid, never over the whole grid (:mod:`samrs_qgis.window_masks`). Parts outside the grid are not counted.
 
 Memory: each mask is kept as a COCO RLE of the full ``H x W`` grid, built directly from its window
-(column-major runs), so no full-grid array is ever allocated.
+(:func:`samrs_qgis.window_masks.window_rle`), so no full-grid array is ever allocated.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
-import numpy as np
 import rasterio
 from affine import Affine
-from rasterio import features as rio_features
 
 from ..errors import InputError
 from ..georef import pixel_to_map_transform
+from ..window_masks import window_rle
 from .sources import EvaluationPair, InstanceRaster
 
 RLE_LIMIT = 1 << 32  # pycocotools counts runs in uint32: a grid must hold fewer pixels than this
@@ -74,35 +71,6 @@ def pair_grid(pair: EvaluationPair, produced, reference) -> Grid:
                      "Give grid_raster: the source image the masks were made from (or one of the instance rasters).")
 
 
-def window_rle(mask: np.ndarray, row: int, col: int, height: int, width: int) -> dict:
-    """Compressed COCO RLE over a ``height`` x ``width`` grid of a bool window ``mask`` (rows, cols) whose
-    top-left pixel is grid pixel ``(col, row)``.
-
-    COCO RLE counts alternate runs of 0 and 1 in column-major order over the whole grid, starting with 0.
-    The set pixels' column-major indices come out sorted from ``nonzero`` of the transposed window, so the
-    runs are found without a full-grid array (what ``pycocotools.mask.encode`` would need).
-    """
-    from pycocotools import mask as mask_utils
-
-    total = height * width
-    cols_idx, rows_idx = np.nonzero(mask.T)  # (col, row) pairs in column-major order of the window
-    if cols_idx.size == 0:
-        counts = [total]
-    else:
-        linear = (cols_idx.astype(np.int64) + col) * height + (rows_idx.astype(np.int64) + row)
-        breaks = np.flatnonzero(np.diff(linear) != 1)
-        starts = np.concatenate([linear[:1], linear[breaks + 1]])
-        ends = np.concatenate([linear[breaks], linear[-1:]]) + 1
-        gaps = starts - np.concatenate([[0], ends[:-1]])
-        runs = np.empty(2 * starts.size, dtype=np.int64)
-        runs[0::2] = gaps
-        runs[1::2] = ends - starts
-        counts = runs.tolist()
-        if ends[-1] < total:  # COCO's encoder writes no trailing run of length 0
-            counts.append(int(total - ends[-1]))
-    return mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
-
-
 @dataclass
 class GridMask:
     """One instance as read from a source: its mask over the grid (compressed RLE) and what came with it."""
@@ -112,23 +80,9 @@ class GridMask:
     class_name: Optional[str]
     score: Optional[float]
 
-
-def rasterize_window(pixel_parts: Sequence, grid: Grid) -> Tuple[np.ndarray, int, int]:
-    """Rasterize pixel-space polygons over their bounding window clipped to the grid.
-
-    Returns ``(mask, row, col)``: bool ``mask`` (rows, cols) whose top-left pixel is grid pixel
-    ``(col, row)``; a pixel is set when its centre lies inside (``all_touched=False``).
-    """
-    from shapely.geometry import mapping
-
-    bounds = np.array([p.bounds for p in pixel_parts])
-    c0 = max(int(math.floor(bounds[:, 0].min())), 0)
-    r0 = max(int(math.floor(bounds[:, 1].min())), 0)
-    c1 = min(int(math.ceil(bounds[:, 2].max())), grid.width)
-    r1 = min(int(math.ceil(bounds[:, 3].max())), grid.height)
-    if c1 <= c0 or r1 <= r0:
-        return np.zeros((0, 0), bool), 0, 0
-    # The geometry is already in pixel space: the window's transform is a plain shift.
-    mask = rio_features.rasterize([(mapping(p), 1) for p in pixel_parts], out_shape=(r1 - r0, c1 - c0), fill=0,
-                                  transform=Affine.translation(c0, r0), all_touched=False, dtype="uint8")
-    return mask.astype(bool), r0, c0
+    @classmethod
+    def from_window(cls, window, row: int, col: int, grid: Grid, class_name: Optional[str] = None,
+                    score: Optional[float] = None) -> "GridMask":
+        """The instance whose mask is the bool ``window`` with top-left grid pixel ``(col, row)``."""
+        return cls(rle=window_rle(window, row, col, grid.height, grid.width), area=int(window.sum()),
+                   class_name=class_name, score=score)

@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..georef import defined_crs_wkt
 from ..progress import Progress
 from ..vector_output import SHAPEFILE_RESULT_NAMES
-from .grid import Grid, GridMask, rasterize_window, window_rle
+from ..window_masks import empty_window, rasterize_window
+from .grid import Grid, GridMask
 from .sources import Key, PolygonMasks
 
 STATUS_OK = "ok"  # the produced layer's status of a box with a mask; other statuses mean no mask
@@ -199,7 +200,7 @@ def read_polygon_masks(spec: PolygonMasks, role: str, grid: Grid, key_field: str
             if parts is None:
                 raise InputError(f"Feature {fid} (key {key!r}) of the {label} is a {geometry.geom_type}; masks "
                                  "must be polygons.")
-            window, row, col = np.zeros((0, 0), bool), 0, 0
+            window, row, col = empty_window()
             if parts:
                 try:
                     pixel_parts = [to_pixels(p) for p in parts]
@@ -208,13 +209,12 @@ def read_polygon_masks(spec: PolygonMasks, role: str, grid: Grid, key_field: str
                 if pixel_parts is None or not all(np.all(np.isfinite(p.bounds)) for p in pixel_parts):
                     raise InputError(f"Feature {fid} (key {key!r}) of the {label} cannot be transformed to the "
                                      f"CRS of the grid raster '{grid.path}'. Check the layer's CRS.")
-                window, row, col = rasterize_window(pixel_parts, grid)
-            rle = window_rle(window, row, col, grid.height, grid.width)
+                window, row, col = rasterize_window(pixel_parts, grid.width, grid.height)
             score = None
             if score_name is not None:
                 value = props.get(score_name)
                 score = float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) \
                     else None
-            masks[key] = GridMask(rle=rle, area=int(window.sum()),
-                                  class_name=_class_text(props.get(class_name)) if class_name else None, score=score)
+            masks[key] = GridMask.from_window(window, row, col, grid,
+                                              _class_text(props.get(class_name)) if class_name else None, score)
     return masks
