@@ -14,7 +14,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingParameterDefinition
 from qgis.PyQt.QtGui import QIcon
 
 from ..samrs_qgis.errors import InputError
-from ..samrs_qgis.settings import make_options, settings_for
+from ..samrs_qgis.settings import SEGMENT_SETTINGS, make_options, settings_for
 from .qgis_adapters import engine_errors
 from .settings_parameters import setting_parameters, setting_values
 
@@ -45,6 +45,16 @@ class SamrsAlgorithm(QgsProcessingAlgorithm):
     def add_advanced(self, parameter) -> None:
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
+
+    def add_table(self, table, exclude: Sequence[str] = (), raster_parameter: Optional[str] = None,
+                  layers: Optional[dict] = None) -> None:
+        """Add the parameters of a settings table's rows (all but ``exclude``: names or groups)."""
+        for parameter in setting_parameters(settings_for(exclude, table), raster_parameter, layers):
+            self.addParameter(parameter)
+
+    def table_values(self, parameters, context, table, exclude: Sequence[str] = ()) -> dict:
+        """The engine's values (setting name -> value) of a settings table's parameters."""
+        return setting_values(self, parameters, context, settings_for(exclude, table))
 
     # -- the engine's errors as Processing's ------------------------------------------------------
     def check(self, parameters, context) -> Optional[str]:
@@ -77,17 +87,13 @@ class SegmentSettings:
     RASTER_PARAMETER: Optional[str] = None
     BOXES_PARAMETER: Optional[str] = None
 
-    def setting_rows(self):
-        return settings_for(self.SETTINGS_EXCLUDE)
-
     def add_settings(self) -> None:
         layers = {"boxes": self.BOXES_PARAMETER} if self.BOXES_PARAMETER else {}
-        for parameter in setting_parameters(self.setting_rows(), self.RASTER_PARAMETER, layers):
-            self.addParameter(parameter)
+        self.add_table(SEGMENT_SETTINGS, self.SETTINGS_EXCLUDE, self.RASTER_PARAMETER, layers)
 
     def segment_options(self, parameters, context):
         """``SegmentOptions`` of the settings' parameters, backend resolved and checked (an ``InputError``)."""
-        return make_options(setting_values(self, parameters, context, self.setting_rows()))
+        return make_options(self.table_values(parameters, context, SEGMENT_SETTINGS, self.SETTINGS_EXCLUDE))
 
     def check(self, parameters, context) -> Optional[str]:
         self.segment_options(parameters, context)

@@ -6,16 +6,15 @@ of a folder of subsets) and per polygon layer.
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterString)
 
-from ..samrs_qgis.annotations import DATASET_CLASSES
+from ..samrs_qgis.settings import ANNOTATION_SETTINGS
 from ..samrs_qgis.progress import ProgressSlice
 from .base import SamrsAlgorithm
 from .qgis_adapters import FeedbackProgress, vector_layer_location
 
-NO_CLASS_LIST = "none (classes from the layers)"
 DEFAULT_TITLE = "SAMRS dataset statistics"
 
 HELP = """<p>Statistics of segmentation results per subset, as SAMRS tabulated its subsets: instances per class,
@@ -36,7 +35,6 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
     GROUP = ("Datasets", "datasets")
     FOLDER = "FOLDER"
     LAYERS = "LAYERS"
-    DATASET = "DATASET"
     CLASSES = "CLASSES"
     TITLE = "TITLE"
     OUTPUT_HTML = "OUTPUT_HTML"
@@ -54,8 +52,7 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.LAYERS, "Mask polygon layers (one subset each)", QgsProcessing.TypeVectorPolygon, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
+        self.add_table(ANNOTATION_SETTINGS, exclude=("annotation_format",))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Class list, comma-separated (ids by position; instead of a dataset list)", optional=True))
         self.add_advanced(QgsProcessingParameterString(self.TITLE, "Report title", defaultValue=DEFAULT_TITLE))
@@ -77,9 +74,8 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
     def _class_names(self, parameters, context):
         from ..samrs_qgis.report.subsets import report_class_names
 
-        index = self.parameterAsEnum(parameters, self.DATASET, context)
-        return report_class_names(list(DATASET_CLASSES)[index - 1] if index else None,
-                                  self.parameterAsString(parameters, self.CLASSES, context))
+        reading = self.table_values(parameters, context, ANNOTATION_SETTINGS, exclude=("annotation_format",))
+        return report_class_names(reading["dataset"], self.parameterAsString(parameters, self.CLASSES, context))
 
     def process(self, parameters, context, feedback):
         from ..samrs_qgis.report import collect_subsets, describe_subsets, write_report

@@ -5,16 +5,15 @@ Maps Processing parameters onto :func:`samrs_qgis.annotations.import_annotations
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFile,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
-from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
+from ..samrs_qgis.settings import ANNOTATION_SETTINGS
 from .base import SamrsAlgorithm
 from .qgis_adapters import FeedbackProgress, raster_layer_path
 
 MAX_PROBLEMS_SHOWN = 50
-NO_CLASS_LIST = "none (ids by sorted class name)"
 
 HELP = """<p>Reads detection annotations and writes them as one box layer (GeoPackage, one polygon per object)
 that <i>Segment detection boxes with SAM</i> takes as its boxes.</p>
@@ -37,9 +36,7 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
     GROUP = ("Datasets", "datasets")
     ANNOTATIONS = "ANNOTATIONS"
     FOLDER = "FOLDER"
-    FORMAT = "FORMAT"
     IMAGE = "IMAGE"
-    DATASET = "DATASET"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -54,11 +51,9 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.FOLDER, "Annotation folder (every annotation file in it)",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.FORMAT, "Format", list(FORMATS), defaultValue=0))
+        self.add_table(ANNOTATION_SETTINGS)
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.IMAGE, "Image the annotations belong to (georeferencing)", optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Box layer (GeoPackage)", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("ANNOTATION_COUNT", "Boxes imported"))
@@ -85,8 +80,7 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
             if layer is None:
                 raise QgsProcessingException(f"Image '{parameters.get(self.IMAGE)}' cannot be loaded.")
             image = raster_layer_path(layer, "image")
-        dataset_index = self.parameterAsEnum(parameters, self.DATASET, context)
-        dataset = list(DATASET_CLASSES)[dataset_index - 1] if dataset_index else None
+        reading = self.table_values(parameters, context, ANNOTATION_SETTINGS)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if not output.lower().endswith(".gpkg"):
             raise QgsProcessingException(f"The box layer '{output}' must be a GeoPackage; give a name ending "
@@ -94,8 +88,7 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
         feedback.pushInfo(f"Reading {len(paths)} annotation path(s)" + (f" for image {image}" if image else
                                                                        " (no image: pixel space)"))
         summary = import_annotations(paths, output, image_path=image,
-                                     fmt=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
-                                     dataset=dataset, progress=FeedbackProgress(feedback))
+                                     fmt=reading["annotation_format"], dataset=reading["dataset"], progress=FeedbackProgress(feedback))
         feedback.pushInfo(summary.describe(max_problems=0).splitlines()[0])
         for class_id, class_name, count in summary.classes:
             feedback.pushInfo(f"  class {class_id} {class_name}: {count}")

@@ -7,16 +7,14 @@ box layer.
 from __future__ import annotations
 
 from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputString,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination)
 
-from ..samrs_qgis.annotations import DATASET_CLASSES, FORMATS
 from ..samrs_qgis.errors import InputError
-from ..samrs_qgis.settings import BOX_LAYER, not_sam_note
+from ..samrs_qgis.settings import ANNOTATION_SETTINGS, BOX_LAYER, not_sam_note
 from .base import SamrsAlgorithm, SegmentSettings
 from .qgis_adapters import FeedbackProgress
 
-NO_CLASS_LIST = "none (ids by sorted class name over all files)"
 MAX_FAILURES_SHOWN = 50
 
 HELP = """<p>Segments every annotated box of every image in a folder, as SAMRS built its datasets, and writes the
@@ -38,8 +36,6 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
     GROUP = ("Datasets", "datasets")
     IMAGES = "IMAGES"
     ANNOTATIONS = "ANNOTATIONS"
-    FORMAT = "FORMAT"
-    DATASET = "DATASET"
     RECURSIVE = "RECURSIVE"
     OUTPUT = "OUTPUT"
     SETTINGS_EXCLUDE = (BOX_LAYER,)  # each image's annotations are its box layer
@@ -55,10 +51,7 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
             self.IMAGES, "Image folder", behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterFile(
             self.ANNOTATIONS, "Annotation folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterEnum(self.FORMAT, "Annotation format", list(FORMATS),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DATASET, "Dataset class list", [NO_CLASS_LIST] + list(DATASET_CLASSES), defaultValue=0))
+        self.add_table(ANNOTATION_SETTINGS)
         self.addParameter(QgsProcessingParameterBoolean(
             self.RECURSIVE, "Include images in subfolders", defaultValue=False))
         self.add_settings()
@@ -80,12 +73,10 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not output:
             raise InputError("Give an output folder.")
-        dataset_index = self.parameterAsEnum(parameters, self.DATASET, context)
-        dataset = list(DATASET_CLASSES)[dataset_index - 1] if dataset_index else None
+        reading = self.table_values(parameters, context, ANNOTATION_SETTINGS)
         options = self.segment_options(parameters, context)
-        summary = segment_dataset(images, annotations, output, options, dataset=dataset,
-                                  progress=FeedbackProgress(feedback),
-                                  annotation_format=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
+        summary = segment_dataset(images, annotations, output, options, dataset=reading["dataset"],
+                                  progress=FeedbackProgress(feedback), annotation_format=reading["annotation_format"],
                                   recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context))
         feedback.setProgress(100)
         for line in summary.describe().splitlines():

@@ -4,7 +4,8 @@
 advanced flag all from the row); :func:`setting_values` reads them back as the engine's values. Nothing about
 a setting is spelled here.
 
-Processing enums are numbered: a choice's number is its position in the row's ``choices``. Processing numbers
+Processing enums are numbered: a choice's number is its position in the row's ``choices`` (after the row's
+``none_label``, number 0, when it has one). Processing numbers
 have no "unset", so a row with ``zero_means_unset`` shows 0 for the engine's None.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ..samrs_qgis.settings import (BANDS, BOOL, CHOICE, FIELD, FILE, FLOAT, FOLD
 
 def processing_default(setting: Setting) -> Any:
     """The row's default as the Processing parameter shows it (an enum's number; 0 for an unset number)."""
+    if setting.kind == CHOICE and setting.none_label:
+        return 0 if setting.default is None else 1 + setting.values.index(setting.default)
     if setting.kind == CHOICE:
         return setting.values.index(setting.default)
     if setting.kind in (INT, FLOAT) and setting.default is None and setting.zero_means_unset:
@@ -33,7 +36,8 @@ def _parameter(s: Setting, raster_parameter: Optional[str], layers: Dict[str, st
     optional = s.default is None or s.kind in (FIELD, FILE, FOLDER, BANDS, NAMES)
     default = processing_default(s)
     if s.kind == CHOICE:
-        return QgsProcessingParameterEnum(s.parameter, s.label, [label for _, label in s.choices], defaultValue=default)
+        labels = ([s.none_label] if s.none_label else []) + [label for _, label in s.choices]
+        return QgsProcessingParameterEnum(s.parameter, s.label, labels, defaultValue=default)
     if s.kind == BOOL:
         return QgsProcessingParameterBoolean(s.parameter, s.label, defaultValue=default)
     if s.kind in (INT, FLOAT):
@@ -79,7 +83,8 @@ def setting_values(algorithm, parameters, context, rows: Sequence[Setting]) -> D
     for s in rows:
         name = s.parameter
         if s.kind == CHOICE:
-            value = s.values[algorithm.parameterAsEnum(parameters, name, context)]
+            choices = ((None,) if s.none_label else ()) + s.values
+            value = choices[algorithm.parameterAsEnum(parameters, name, context)]
         elif s.kind == BOOL:
             value = algorithm.parameterAsBoolean(parameters, name, context)
         elif s.kind == INT:

@@ -21,7 +21,7 @@ from typing import List, Optional, Tuple
 from .cli_options import add_setting_options, options_from_args
 from .errors import Cancelled, InputError, SamrsError
 from .progress import Progress, ProgressSlice
-from .settings import BOX_LAYER, MATCHING_SETTINGS, MatchingOptions, not_sam_note
+from .settings import ANNOTATION_SETTINGS, BOX_LAYER, MATCHING_SETTINGS, MatchingOptions, not_sam_note
 
 EXIT_INPUT_ERROR = 2
 EXIT_IMAGES_FAILED = 3  # segment-dataset finished, but some images failed
@@ -111,8 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_options(seg)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    from .annotations import DATASET_CLASSES, FORMATS
-
     sds = commands.add_parser(
         "segment-dataset", help="segment every annotated box of a folder of images (SAMRS dataset layout)",
         description="Segment every box of every image in IMAGES, whose annotation files (same name, DOTA .txt, "
@@ -126,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sds.add_argument("images", help="folder of images (GeoTIFF, PNG, JPEG, BMP)")
     sds.add_argument("annotations", help="folder of annotation files, one per image, named after it")
     sds.add_argument("--out-dir", required=True, help="output folder (resumable)")
-    sds.add_argument("--dataset", choices=list(DATASET_CLASSES),
-                     help="dataset class list fixing the class ids (default: sorted class names of all files)")
-    sds.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected)")
+    add_setting_options(sds, table=ANNOTATION_SETTINGS)
     sds.add_argument("--recursive", action="store_true", help="include images in subfolders")
     add_setting_options(sds, exclude=(BOX_LAYER,))
     sds.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -142,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("annotations", nargs="+", metavar="PATH", help="annotation files or folders holding them")
     imp.add_argument("--out", required=True, help="box layer to write (.gpkg)")
     imp.add_argument("--image", help="the image the annotations belong to (georeferencing; restricts a CSV to its rows)")
-    imp.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected per file)")
-    imp.add_argument("--dataset", choices=list(DATASET_CLASSES),
-                     help="dataset class list giving stable class ids (objects of other classes are problems)")
+    add_setting_options(imp, table=ANNOTATION_SETTINGS)
     imp.add_argument("--layer-name", default="boxes", help="layer name in the GeoPackage (default boxes)")
 
     rep = commands.add_parser(
@@ -156,9 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("subsets", nargs="+", metavar="SUBSET", help="[NAME=]folder or [NAME=]polygon layer")
     rep.add_argument("--html", required=True, help="report file to write (.html)")
     rep.add_argument("--csv-dir", help="folder for the CSV tables (instances_per_class.csv, …)")
-    classes = rep.add_mutually_exclusive_group()
-    classes.add_argument("--classes", help="comma-separated class list fixing ids by position")
-    classes.add_argument("--dataset", choices=list(DATASET_CLASSES), help="a dataset's class list fixing ids")
+    rep.add_argument("--classes", help="comma-separated class list fixing ids by position (or --dataset)")
+    add_setting_options(rep, exclude=("annotation_format",), table=ANNOTATION_SETTINGS)
     rep.add_argument("--title", default="SAMRS dataset statistics", help="report title")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -225,8 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     abd.add_argument("--out-dir", required=True, help="folder for the per-mode datasets and the tables")
     abd.add_argument("--prompts", type=_prompt_list, default=None, metavar="MODES",
                      help="comma-separated prompt modes (default: all the backend takes)")
-    abd.add_argument("--dataset", choices=list(DATASET_CLASSES), help="dataset class list fixing the class ids")
-    abd.add_argument("--format", choices=FORMATS, default="auto", help="annotation format (default: detected)")
+    add_setting_options(abd, table=ANNOTATION_SETTINGS)
     add_setting_options(abd, exclude=("prompt", "embedding_cache", BOX_LAYER))
     _add_matching_options(abd)
     abd.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -312,7 +304,7 @@ def _segment_dataset(args) -> int:
     progress = BarProgress(quiet=args.quiet)
     try:
         summary = segment_dataset(args.images, args.annotations, args.out_dir, options, dataset=args.dataset,
-                                  progress=progress, annotation_format=args.format, recursive=args.recursive)
+                                  progress=progress, annotation_format=args.annotation_format, recursive=args.recursive)
     finally:
         progress.close()
     print(summary.describe())
@@ -330,7 +322,7 @@ def _segment_dataset(args) -> int:
 def _import_annotations(args) -> int:
     from .annotations import import_annotations
 
-    summary = import_annotations(args.annotations, args.out, image_path=args.image, fmt=args.format,
+    summary = import_annotations(args.annotations, args.out, image_path=args.image, fmt=args.annotation_format,
                                  dataset=args.dataset, layer=args.layer_name)
     print(summary.describe(max_problems=0).splitlines()[0])
     for class_id, name, count in summary.classes:
@@ -474,7 +466,7 @@ def _ablation_dataset(args) -> int:
     try:
         ablation = dataset_ablation(args.images, args.annotations, args.reference, args.out_dir, options,
                                     _matching(args), args.prompts, dataset=args.dataset,
-                                    annotation_format=args.format, progress=progress)
+                                    annotation_format=args.annotation_format, progress=progress)
     finally:
         progress.close()
     return _print_ablation(ablation, options.backend)

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .annotations import DATASET_CLASSES, FORMATS
 from .backends.sam import DEVICES, PRECISIONS
 from .backends.sam_checkpoint import MODEL_TYPES
 from .errors import InputError
@@ -55,6 +56,7 @@ class Setting:
     cli_aliases: Tuple[str, ...] = ()  # further CLI spellings kept for compatibility
     noun: str = ""  # what the value is called in messages; default: the name in words
     parent: str = ""  # FIELD: the role of the layer whose field it is ("boxes", "reference", "produced")
+    none_label: str = ""  # CHOICE whose default is None: what choosing none means (Processing's first choice)
 
     @property
     def flag(self) -> str:
@@ -153,6 +155,18 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
 )
 
 MATCHING = "matching"
+ANNOTATIONS = "annotations"
+
+# How annotation files are read (importing them, or segmenting a dataset).
+ANNOTATION_SETTINGS: Tuple[Setting, ...] = (
+    Setting("annotation_format", CHOICE, "auto", "Annotation format",
+            "annotation format: auto detects it per file", ANNOTATIONS, choices=labelled(FORMATS, {}),
+            key="format", noun="annotation format"),
+    Setting("dataset", CHOICE, None, "Dataset class list",
+            "dataset class list fixing the class ids (objects of other classes are reported as problems); "
+            "default: ids by sorted class name", ANNOTATIONS, choices=labelled(tuple(DATASET_CLASSES), {}),
+            none_label="none (ids by sorted class name)", noun="dataset class list"),
+)
 
 # How evaluation pairs produced masks with reference masks (samrs_qgis.evaluation).
 MATCHING_SETTINGS: Tuple[Setting, ...] = (
@@ -166,7 +180,7 @@ MATCHING_SETTINGS: Tuple[Setting, ...] = (
             "count produced masks without a reference as false positives in AP", MATCHING, advanced=True),
 )
 
-_TYPES = {CHOICE: str, BOOL: bool, INT: Optional[int], FLOAT: float, FILE: Optional[str], FOLDER: Optional[str],
+_TYPES = {CHOICE: Optional[str], BOOL: bool, INT: Optional[int], FLOAT: float, FILE: Optional[str], FOLDER: Optional[str],
           FIELD: Optional[str], BANDS: Optional[Sequence[int]], NAMES: Optional[Sequence[str]]}
 
 
@@ -180,6 +194,9 @@ SegmentOptions = _options_class(
     "SegmentOptions", SEGMENT_SETTINGS,
     "Everything that decides what a segmentation computes: one field per row of SEGMENT_SETTINGS (defaults "
     "follow SAMRS), e.g. ``SegmentOptions(checkpoint='sam_vit_h_4b8939.pth')``.")
+AnnotationOptions = _options_class(
+    "AnnotationOptions", ANNOTATION_SETTINGS,
+    "How annotation files are read: one field per row of ANNOTATION_SETTINGS.")
 MatchingOptions = _options_class(
     "MatchingOptions", MATCHING_SETTINGS,
     "How an evaluation pairs produced and reference masks: one field per row of MATCHING_SETTINGS.")
@@ -222,7 +239,7 @@ def check_values(options, table: Sequence[Setting]) -> None:
     """Raise an InputError naming the setting for the first choice outside its list or number out of bounds."""
     for s in table:
         value = getattr(options, s.name)
-        if s.kind == CHOICE and value not in s.values:
+        if s.kind == CHOICE and value not in s.values and not (value is None and s.none_label):
             raise InputError(f"Unknown {s.what} '{value}'. Choose one of: {', '.join(s.values)} "
                              f"({s.flag}, {s.parameter}).")
         if s.kind in (INT, FLOAT) and value is not None:

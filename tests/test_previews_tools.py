@@ -89,7 +89,7 @@ def test_cli_segment_preview(scene, tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     ok(result)
     overview, sheet = out / "scene_masks_preview.png", out / "scene_masks_worst.png"
-    assert f"preview: {overview}" in result.stdout and str(sheet) in result.stdout
+    assert f"Preview: {overview}" in result.stdout and str(sheet) in result.stdout
     check_overview(overview, out / "scene_semantic.tif")
     check_contact_sheet(sheet, 3)
     bad(run_cli("segment", scene["raster"], scene["boxes"], "--semantic", tmp_path / "s.tif", "--preview"),

@@ -7,7 +7,7 @@ import pytest
 
 from samrs.samrs_qgis.cli import build_parser
 from samrs.samrs_qgis.errors import InputError
-from samrs.samrs_qgis.settings import (BANDS, BOOL, BOX_LAYER, CHOICE, FIELD, FILE, FLOAT, FOLDER, INT,
+from samrs.samrs_qgis.settings import (ANNOTATION_SETTINGS, BANDS, BOOL, BOX_LAYER, CHOICE, FIELD, FILE, FLOAT, FOLDER, INT,
                                        MATCHING_SETTINGS, NAMES, SEGMENT_SETTINGS, MatchingOptions,
                                        SegmentOptions, check_options, make_options, settings_for)
 
@@ -183,3 +183,40 @@ def test_cli_refuses_a_value_out_of_bounds_before_running(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["segment", "r.tif", "b.gpkg", "--window-size", "10"])
     assert "must be 64 or more, not 10" in capsys.readouterr().err
+
+
+ANNOTATION_COMMANDS = {"segment-dataset": (CLI_COMMANDS["segment-dataset"][0], ()),
+                       "import-annotations": (["a.txt", "--out", "b.gpkg"], ()),
+                       "ablation-dataset": (CLI_COMMANDS["ablation-dataset"][0], ()),
+                       "report": (["d", "--html", "r.html"], ("annotation_format",))}
+ANNOTATION_ALGORITHMS = {"samrs:segmentdataset": (), "samrs:importannotations": (),
+                         "samrs:datasetreport": ("annotation_format",)}
+
+
+@pytest.mark.parametrize("command", ANNOTATION_COMMANDS)
+def test_every_annotation_row_is_a_cli_option(command):
+    positional, exclude = ANNOTATION_COMMANDS[command]
+    parser = build_parser()
+    actions = _actions(parser, command)
+    args = parser.parse_args([command, *positional])
+    for s in settings_for(exclude, ANNOTATION_SETTINGS):
+        assert s.flag in actions[s.name].option_strings and getattr(args, s.name) == s.default, (command, s.name)
+        assert tuple(actions[s.name].choices) == s.values
+
+
+@pytest.mark.parametrize("algorithm_id", ANNOTATION_ALGORITHMS)
+def test_every_annotation_row_is_a_parameter(qgis_app, algorithm_id):
+    from qgis.core import QgsProcessingContext
+
+    from samrs.processing.settings_parameters import processing_default, setting_values
+
+    alg = _algorithm(algorithm_id)
+    rows = settings_for(ANNOTATION_ALGORITHMS[algorithm_id], ANNOTATION_SETTINGS)
+    for s in rows:
+        parameter = alg.parameterDefinition(s.parameter)
+        assert parameter.defaultValue() == processing_default(s), (algorithm_id, s.name)
+        assert parameter.options() == ([s.none_label] if s.none_label else []) + [label for _, label in s.choices]
+    chosen = {s.parameter: len(s.choices) - (0 if s.none_label else 1) for s in rows}  # the last choice each
+    values = setting_values(alg, chosen, QgsProcessingContext(), rows)
+    assert values == {s.name: s.values[-1] for s in rows}
+    assert setting_values(alg, {}, QgsProcessingContext(), rows) == {s.name: s.default for s in rows}

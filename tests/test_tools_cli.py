@@ -81,7 +81,7 @@ def test_evaluate_one_image_pairs_and_folders(tmp_path):
     grid = td.scene_raster(tmp_path / "scene.tif")
     produced, reference = td.write_squares(tmp_path)
     metrics, per_instance = tmp_path / "metrics.csv", tmp_path / "instances.csv"
-    result = ok(run_cli("evaluate", produced, reference, "--grid", grid, "--class-field", "kind", "--metrics", metrics,
+    result = ok(run_cli("evaluate", produced, reference, "--grid", grid, "--reference-class-field", "kind", "--metrics", metrics,
                         "--instances-csv", per_instance, "--quiet"))
     assert "2 instances in 1 image(s)" in result.stdout
     overall = {r["class"]: r for r in read_csv(metrics)}["(all)"]
@@ -94,7 +94,7 @@ def test_evaluate_one_image_pairs_and_folders(tmp_path):
     # a dataset of two images, as repeated --pair (the second with an instance raster and no grid)
     raster = td.write_instance_raster(tmp_path / "tile_instances.tif")
     result = ok(run_cli("evaluate", "--pair", produced, reference, grid, "--pair", raster, reference,
-                        "--class-field", "kind", "--metrics", metrics, "--quiet"))
+                        "--reference-class-field", "kind", "--metrics", metrics, "--quiet"))
     assert "4 instances in 2 image(s)" in result.stdout
     overall = {r["class"]: r for r in read_csv(metrics)}["(all)"]
     assert float(overall["mean_iou"]) == pytest.approx(td.MEAN_IOU, abs=1e-6)
@@ -107,7 +107,7 @@ def test_evaluate_one_image_pairs_and_folders(tmp_path):
     (tmp_path / "prod" / "xreference.gpkg").rename(tmp_path / "ref" / "tile.gpkg")
     td.scene_raster(tmp_path / "grid" / "tile.tif")
     result = ok(run_cli("evaluate", tmp_path / "prod", tmp_path / "ref", "--grid", tmp_path / "grid",
-                        "--class-field", "kind", "--quiet"))
+                        "--reference-class-field", "kind", "--quiet"))
     assert "2 instances in 1 image(s)" in result.stdout and "mean IoU 0.833" in result.stdout
 
 
@@ -126,7 +126,7 @@ def test_compare_named_produced_masks(tmp_path):
                                   produced=[s[:4] + (0.9,) for s in td.REF_SQUARES])
     out = tmp_path / "comparison.csv"
     ok(run_cli("compare", f"offset={produced}", f"perfect={perfect}", "--reference", reference, "--grid", grid,
-               "--class-field", "kind", "--out", out, "--quiet"))
+               "--reference-class-field", "kind", "--out", out, "--quiet"))
     rows = read_csv(out)
     assert [r["name"] for r in rows] == ["offset", "perfect"]
     assert float(rows[0]["mean_iou"]) == pytest.approx(td.MEAN_IOU, abs=1e-6)
