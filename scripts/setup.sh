@@ -5,42 +5,90 @@
 #         holding torch, segment-anything, OpenCV and the test tools, under a constraints file
 #         that keeps the system numpy.
 # A second run only checks and returns.
+#
+# One line per step on the terminal; the full output of every step (apt, pip, the import check) goes to
+# the log, build/setup.log (SETUP_LOG overrides), rewritten on each run. A failing step prints its name,
+# the end of the log and the log's path, and the script exits with the step's status.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
+log=${SETUP_LOG:-$root/build/setup.log}
 
 APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-geopandas python3-fiona python3-matplotlib python3-scipy proj-bin
   python3-shapely python3-pyproj gdal-bin python3-gdal python3-venv xvfb xauth zip)
 
+mkdir -p "$(dirname "$log")"
+log=$(cd "$(dirname "$log")" && pwd)/$(basename "$log")
+echo "# scripts/setup.sh, $(date -u '+%Y-%m-%d %H:%M:%S UTC'), user $(id -un), venv $venv" > "$log"
+
+failed() {  # failed STEP STATUS
+  echo "FAILED"
+  {
+    echo "setup: step '$1' failed (exit status $2). Last lines of the log:"
+    tail -n 20 "$log" | sed 's/^/  | /'
+    echo "setup: full log: $log"
+  } >&2
+  exit "$2"
+}
+
+step() {  # step NAME COMMAND...: prints "setup: NAME ... ok", the command's output goes to the log
+  local name=$1 status=0
+  shift
+  printf 'setup: %s ... ' "$name"
+  printf '\n## %s\n+ %s\n' "$name" "$*" >> "$log"
+  "$@" >> "$log" 2>&1 || status=$?
+  [ "$status" -eq 0 ] || failed "$name" "$status"
+  echo "ok"
+}
+
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+apt_install() {
+  sudo_if_needed apt-get update &&
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# -- apt packages ----------------------------------------------------------------------------------
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing apt packages: ${missing[*]}"
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  step "apt packages: installing ${missing[*]}" apt_install "${missing[@]}"
+else
+  echo "setup: apt packages ... ok (all ${#APT_PACKAGES[@]} installed)"
 fi
 
+# -- venv ------------------------------------------------------------------------------------------
 if [ ! -x "$venv/bin/python" ]; then
-  echo "setup: creating $venv"
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  step "venv: creating $venv" /usr/bin/python3 -m venv --system-site-packages "$venv"
+else
+  echo "setup: venv $venv ... ok (exists)"
 fi
 
-# Reinstall only when the requirement files change.
+# -- Python packages: reinstalled only when the requirement files change ----------------------------
 stamp="$venv/.samrs-requirements.sha256"
 want=$(cat "$root/requirements/venv.txt" "$root/requirements/constraints.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into $venv"
-  "$venv/bin/pip" install --disable-pip-version-check -q \
+  step "Python packages: installing requirements/venv.txt (torch is several GB: minutes)" \
+    "$venv/bin/pip" install --disable-pip-version-check --progress-bar off \
     -c "$root/requirements/constraints.txt" -r "$root/requirements/venv.txt"
   echo "$want" > "$stamp"
+else
+  echo "setup: Python packages ... ok (requirements unchanged)"
 fi
 
-"$venv/bin/python" - <<'PY'
+# -- check: everything imports from the venv -------------------------------------------------------
+name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV)"
+printf 'setup: %s ... ' "$name"
+printf '\n## %s\n' "$name" >> "$log"
+status=0
+versions=$("$venv/bin/python" - 2>> "$log" <<'PY'
 import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2, pycocotools.mask, matplotlib
-print(f"setup: ok (QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
-      f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__})")
+print(f"QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
+      f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}")
 PY
+) || status=$?
+[ -z "$versions" ] || echo "$versions" >> "$log"
+[ "$status" -eq 0 ] || failed "$name" "$status"
+echo "ok ($versions)"
