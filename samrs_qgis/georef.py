@@ -7,9 +7,11 @@ map = (column, -row). Layers made for such an image use the same convention so t
 """
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import rasterio
 from affine import Affine
@@ -21,6 +23,48 @@ PIXEL_SPACE = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # map = (column, -row), as 
 # "No CRS" as a layer can carry it: GDAL writes this as GeoPackage srs_id -1, which QGIS never reprojects
 # (its default for no CRS, srs_id 0 "Undefined geographic SRS", is taken as degrees and reprojected).
 UNDEFINED_CARTESIAN_WKT = 'LOCAL_CS["Undefined cartesian SRS"]'
+
+
+class _InsidePixelSpaceBlock:
+    """Stands in for the module pattern of a warnings filter: matches whatever module a warning is attributed
+    to, but only in a thread that is inside :func:`pixel_space_expected` at that moment."""
+
+    _depth = threading.local()
+
+    def match(self, module: str) -> bool:  # the warnings machinery calls .match() on a filter's module pattern
+        return getattr(self._depth, "value", 0) > 0
+
+
+_EXPECTED_IN_ENGINE = _InsidePixelSpaceBlock()
+_IGNORE_IN_ENGINE = ("ignore", None, NotGeoreferencedWarning, _EXPECTED_IN_ENGINE, 0)
+
+
+@contextmanager
+def pixel_space_expected() -> Iterator[None]:
+    """Silence rasterio's NotGeoreferencedWarning in this thread for the block: the engine opens and writes
+    images without georeferencing on purpose and places them in pixel space (:data:`PIXEL_SPACE`).
+
+    rasterio attributes the warning to its own ``rasterio.open``, the same place as a user's own call, and
+    ``warnings.catch_warnings()`` swaps the filters of every thread. So this installs one filter, once, that
+    matches only NotGeoreferencedWarning and only while the current thread is inside such a block: a user's
+    code, and any other thread (the QGIS GUI while a Processing task runs), still gets the warning.
+    """
+    filters = warnings.filters
+    if _IGNORE_IN_ENGINE not in filters:  # again after catch_warnings() or resetwarnings() dropped it
+        filters.insert(0, _IGNORE_IN_ENGINE)
+    depth = _InsidePixelSpaceBlock._depth
+    depth.value = getattr(depth, "value", 0) + 1
+    try:
+        yield
+    finally:
+        depth.value -= 1
+
+
+def open_raster(path, mode: str = "r", **kwargs):
+    """``rasterio.open`` for the engine: an image without georeferencing opens (or is written) without
+    NotGeoreferencedWarning; the engine puts it in pixel space itself."""
+    with pixel_space_expected():
+        return rasterio.open(path, mode, **kwargs)
 
 
 def defined_crs_wkt(wkt: Optional[str]) -> str:
@@ -47,8 +91,7 @@ def pixel_to_map_transform(dataset: Optional[rasterio.io.DatasetReader] = None) 
     """
     if dataset is None:
         return PIXEL_SPACE
-    with warnings.catch_warnings():  # asking an ungeoreferenced dataset for its transform warns; that is expected
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with pixel_space_expected():  # some rasterio versions warn when asked for an ungeoreferenced transform
         transform, crs, gcps = dataset.transform, dataset.crs, dataset.gcps[0]
     if transform.is_identity and not crs:
         if gcps:
@@ -74,11 +117,9 @@ class ImageFrame:
 
 def image_frame(path: str) -> ImageFrame:
     """Open an image with GDAL (rasterio) and read its frame; InputError when GDAL cannot read it."""
-    with warnings.catch_warnings():  # a plain PNG/JPEG is fine here: it gets the pixel-space convention
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as ds:
-                return ImageFrame(ds.width, ds.height, pixel_to_map_transform(ds), ds.crs.to_wkt() if ds.crs else "")
-        except RasterioIOError as exc:
-            raise InputError(f"Image '{path}' cannot be opened by GDAL ({exc}). Give the image the annotations "
-                             "belong to (GeoTIFF, PNG, JPEG, …), or none for a layer in pixel space.") from exc
+    try:
+        with open_raster(path) as ds:  # a plain PNG/JPEG is fine here: it gets the pixel-space convention
+            return ImageFrame(ds.width, ds.height, pixel_to_map_transform(ds), ds.crs.to_wkt() if ds.crs else "")
+    except RasterioIOError as exc:
+        raise InputError(f"Image '{path}' cannot be opened by GDAL ({exc}). Give the image the annotations "
+                         "belong to (GeoTIFF, PNG, JPEG, …), or none for a layer in pixel space.") from exc

@@ -19,7 +19,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from .errors import InputError
-from .georef import pixel_to_map_transform
+from .georef import open_raster, pixel_to_map_transform
 from .stretch import Stretch, compute_stretch
 
 
@@ -71,7 +71,7 @@ class RasterInput:
 
     def __init__(self, path: str, bands: Optional[Sequence[int]] = None, stretch: str = "auto"):
         try:
-            self.dataset = rasterio.open(path)
+            self.dataset = open_raster(path)  # an image without georeferencing is read in pixel space
         except rasterio.errors.RasterioIOError as exc:
             raise InputError(f"Raster '{path}' cannot be opened by GDAL ({exc}). "
                              "Give a GDAL-readable raster file (GeoTIFF, JPEG2000, VRT, …).") from exc

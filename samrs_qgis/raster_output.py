@@ -14,10 +14,10 @@ import json
 from typing import Dict, Optional
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from .classes import class_colours
+from .georef import open_raster
 from .masks import MaskCrop
 
 BLOCK = 512
@@ -32,9 +32,9 @@ class InstanceCanvas:
     def __init__(self, path: str, width: int, height: int, count: int, transform):
         self.width, self.height = width, height
         self.areas = np.zeros(count + 1, dtype=np.int64)
-        self._ds = rasterio.open(path, "w+", driver="GTiff", width=width, height=height, count=1,
-                                 dtype="uint32", transform=transform, tiled=True, blockxsize=256,
-                                 blockysize=256, SPARSE_OK=True)
+        self._ds = open_raster(path, "w+", driver="GTiff", width=width, height=height, count=1,
+                               dtype="uint32", transform=transform, tiled=True, blockxsize=256,
+                               blockysize=256, SPARSE_OK=True)
 
     def paint(self, crop: MaskCrop, index: int) -> None:
         """Paint ``crop``'s pixels with run index ``index`` where the ownership rule gives them to it."""
@@ -79,7 +79,7 @@ def write_rasters(canvas: InstanceCanvas, profile: Dict, instance_path: Optional
         dtype = semantic_dtype(max(class_names), background)
         outputs.append((semantic_path, class_of_index.astype(dtype), dtype, background))
     grid = {k: profile[k] for k in ("width", "height", "crs", "transform")}
-    handles = [(rasterio.open(path, "w", count=1, dtype=dtype, nodata=nodata, **grid, **CREATION), lut)
+    handles = [(open_raster(path, "w", count=1, dtype=dtype, nodata=nodata, **grid, **CREATION), lut)
                for path, lut, dtype, nodata in outputs]
     try:
         for window, indices in canvas.blocks():
