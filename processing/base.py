@@ -24,8 +24,16 @@ def icon_path() -> str:
 
 
 class SamrsAlgorithm(QgsProcessingAlgorithm):
+    NAME = ""  # the id after "samrs:"
+    DISPLAY_NAME = ""
     HELP = ""
     GROUP = ("Segmentation", "segmentation")
+
+    def name(self):
+        return self.NAME
+
+    def displayName(self):  # noqa: N802
+        return self.DISPLAY_NAME
 
     def group(self):
         return self.GROUP[0]

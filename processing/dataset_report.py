@@ -31,6 +31,8 @@ the layers.</p>"""
 
 
 class DatasetReportAlgorithm(SamrsAlgorithm):
+    NAME = "datasetreport"
+    DISPLAY_NAME = "Dataset statistics report"
     HELP = HELP
     GROUP = ("Datasets", "datasets")
     FOLDER = "FOLDER"
@@ -39,12 +41,6 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
     TITLE = "TITLE"
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_CSV = "OUTPUT_CSV"
-
-    def name(self):
-        return "datasetreport"
-
-    def displayName(self):  # noqa: N802
-        return "Dataset statistics report"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(

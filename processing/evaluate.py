@@ -34,6 +34,8 @@ MEASURES = ("MEAN_IOU", "WEIGHTED_IOU", "AP", "AP50", "AP75")
 
 
 class EvaluateAlgorithm(SamrsAlgorithm):
+    NAME = "evaluate"
+    DISPLAY_NAME = "Evaluate masks against reference"
     HELP = HELP
     GROUP = ("Evaluation", "evaluation")
     PRODUCED = "PRODUCED"
@@ -43,12 +45,6 @@ class EvaluateAlgorithm(SamrsAlgorithm):
     GRID = "GRID"
     OUTPUT_METRICS = "OUTPUT_METRICS"
     OUTPUT_INSTANCES = "OUTPUT_INSTANCES"
-
-    def name(self):
-        return "evaluate"
-
-    def displayName(self):  # noqa: N802
-        return "Evaluate masks against reference"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterVectorLayer(

@@ -17,16 +17,12 @@ kept, dropped and relabelled.</p>"""
 
 
 class ExportReviewedAlgorithm(SamrsAlgorithm):
+    NAME = "exportreviewed"
+    DISPLAY_NAME = "Export a reviewed dataset"
     HELP = HELP
     GROUP = ("Datasets", "datasets")
     DATASET = "DATASET"
     OUTPUT = "OUTPUT"
-
-    def name(self):
-        return "exportreviewed"
-
-    def displayName(self):  # noqa: N802
-        return "Export a reviewed dataset"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(self.DATASET, "Segmented dataset folder (reviewed)",

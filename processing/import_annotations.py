@@ -32,18 +32,14 @@ cancelled import writes nothing.</p>"""
 
 
 class ImportAnnotationsAlgorithm(SamrsAlgorithm):
+    NAME = "importannotations"
+    DISPLAY_NAME = "Import detection annotations"
     HELP = HELP
     GROUP = ("Datasets", "datasets")
     ANNOTATIONS = "ANNOTATIONS"
     FOLDER = "FOLDER"
     IMAGE = "IMAGE"
     OUTPUT = "OUTPUT"
-
-    def name(self):
-        return "importannotations"
-
-    def displayName(self):  # noqa: N802
-        return "Import detection annotations"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(

@@ -51,6 +51,8 @@ masks, classes, instances.</p>"""
 
 
 class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
+    NAME = "segmentboxes"
+    DISPLAY_NAME = "Segment detection boxes with SAM"
     HELP = HELP
     INPUT = "INPUT"
     BOXES = "BOXES"
@@ -62,12 +64,6 @@ class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
     OUTPUT_CONTACT_SHEET = "OUTPUT_CONTACT_SHEET"
     RASTER_PARAMETER = INPUT
     BOXES_PARAMETER = BOXES
-
-    def name(self):
-        return "segmentboxes"
-
-    def displayName(self):  # noqa: N802
-        return "Segment detection boxes with SAM"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))

@@ -32,6 +32,8 @@ The model, prompt and post-processing parameters are those of <i>Segment detecti
 
 
 class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
+    NAME = "segmentdataset"
+    DISPLAY_NAME = "Segment a detection dataset"
     HELP = HELP
     GROUP = ("Datasets", "datasets")
     IMAGES = "IMAGES"
@@ -39,12 +41,6 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
     RECURSIVE = "RECURSIVE"
     OUTPUT = "OUTPUT"
     SETTINGS_EXCLUDE = (BOX_LAYER,)  # each image's annotations are its box layer
-
-    def name(self):
-        return "segmentdataset"
-
-    def displayName(self):  # noqa: N802
-        return "Segment a detection dataset"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
 from .progress import Progress, ProgressSlice
@@ -22,6 +22,7 @@ SEGMENT_SHARE = 0.8  # of each mode's progress; the rest is its evaluation
 class AblationResult:
     results: Dict[str, object]  # prompt mode -> EvaluationResult, in the order run
     comparison: str  # path of comparison.csv
+    runs: Dict[str, str]  # prompt mode -> one line on its segmentation (boxes, windows from the cache)
 
 
 def ablation_modes(requested: Optional[Sequence[str]], backend, reference: str) -> List[str]:
@@ -39,21 +40,23 @@ def ablation_modes(requested: Optional[Sequence[str]], backend, reference: str) 
 
 
 def _compare_modes(modes: Sequence[str], out_dir: str, progress: Progress,
-                   run_mode: Callable[[str, str, Progress, Progress], object]) -> AblationResult:
+                   run_mode: Callable[[str, str, Progress, Progress], Tuple[object, str]]) -> AblationResult:
     """``run_mode(mode, folder, segment_progress, evaluate_progress)`` segments and evaluates one mode in
-    ``folder``; the results are written as ``<folder>/metrics.csv`` and one ``comparison.csv``."""
+    ``folder`` and returns its evaluation and a line on its run; the evaluations are written as
+    ``<folder>/metrics.csv`` and one ``comparison.csv``."""
     from .evaluation import write_comparison_csv, write_metrics_csv
 
-    results = {}
+    results, runs = {}, {}
     for n, mode in enumerate(modes):
         progress.info(f"prompt mode {mode}")
         start, end = n / len(modes), (n + 1) / len(modes)
         middle = start + SEGMENT_SHARE * (end - start)
         folder = os.path.join(out_dir, mode)
-        result = run_mode(mode, folder, ProgressSlice(progress, start, middle), ProgressSlice(progress, middle, end))
+        result, runs[mode] = run_mode(mode, folder, ProgressSlice(progress, start, middle),
+                                      ProgressSlice(progress, middle, end))
         write_metrics_csv(result, os.path.join(folder, "metrics.csv"))
         results[mode] = result
-    return AblationResult(results, write_comparison_csv(results, os.path.join(out_dir, "comparison.csv")))
+    return AblationResult(results, write_comparison_csv(results, os.path.join(out_dir, "comparison.csv")), runs)
 
 
 def _cached(options, mode: str):
@@ -82,9 +85,10 @@ def raster_ablation(raster: str, boxes_path: str, layer: Optional[str], referenc
         job.prepare()
         summary = job.run()
         cached = int(summary.timings.get("cached_windows", 0))
-        progress.info(f"{mode}: {summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; "
-                      f"{cached} of {summary.windows} window(s) from the embedding cache")
-        return evaluate(polygons, reference, raster, **dataclasses.asdict(matching), name=mode, progress=evaluating)
+        run = (f"{summary.boxes} boxes, {summary.status_counts.get('ok', 0)} ok; {cached} of {summary.windows} "
+               "window(s) from the embedding cache")
+        return evaluate(polygons, reference, raster, **dataclasses.asdict(matching), name=mode,
+                        progress=evaluating), run
 
     return _compare_modes(modes, out_dir, progress, run_mode)
 
@@ -108,10 +112,10 @@ def dataset_ablation(images: str, annotations: str, reference: str, out_dir: str
     def run_mode(mode, folder, segmenting, evaluating):
         summary = segment_dataset(images, annotations, folder, _cached(options, mode), dataset=dataset,
                                   progress=segmenting, annotation_format=annotation_format, backend=backend)
-        progress.info(f"{mode}: {summary.describe().splitlines()[0]}")
         pairing = folder_pairs(os.path.join(folder, "geo"), reference, images)
         for stem in pairing.unpaired:
             progress.warning(f"'{stem}' is in only one of the produced and reference folders; left out")
-        return evaluate_dataset(pairing.pairs, **dataclasses.asdict(matching), progress=evaluating)
+        return (evaluate_dataset(pairing.pairs, **dataclasses.asdict(matching), progress=evaluating),
+                summary.describe().splitlines()[0])
 
     return _compare_modes(modes, out_dir, progress, run_mode)

@@ -439,6 +439,8 @@ def _compare(args) -> int:
 # -- ablation -------------------------------------------------------------------------------------
 
 def _print_ablation(ablation, backend: str) -> int:
+    for mode, run in ablation.runs.items():
+        print(f"{mode}: {run}")
     _print_comparison(ablation.results)
     print(f"comparison: {ablation.comparison}")
     _print_note(backend)

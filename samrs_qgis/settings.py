@@ -261,8 +261,8 @@ def check_options(options) -> None:
     if backend == "sam" and not os.path.isfile(options.checkpoint):
         raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist.")
     if backend == "grabcut" and options.prompt != "box":
-        raise InputError(f"The grabcut backend takes the prompt mode box only, not '{options.prompt}'. Choose the "
-                         "box prompt, or the SAM backend with a checkpoint.")
+        raise InputError(f"The grabcut backend takes the prompt modes box, not '{options.prompt}'. Choose the box "
+                         "prompt, or the SAM backend with a checkpoint.")
 
 
 def not_sam_note(backend: str) -> Optional[str]:

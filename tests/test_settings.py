@@ -171,7 +171,7 @@ def test_checks_name_the_setting_and_both_spellings(tmp_path):
         check_options(SegmentOptions(backend="grabcut", prompt="mask"))
     with pytest.raises(InputError, match="needs a checkpoint"):
         check_options(SegmentOptions(backend="sam"))
-    with pytest.raises(InputError, match="grabcut backend takes the prompt mode box only"):
+    with pytest.raises(InputError, match="grabcut backend takes the prompt modes box, not 'point'"):
         check_options(SegmentOptions(prompt="point"))  # auto without a checkpoint is GrabCut
     assert make_options({}).backend == "grabcut"
     checkpoint = tmp_path / "sam.pth"
