@@ -4,4 +4,4 @@ Main entry points: :func:`samrs_qgis.pipeline.segment_boxes` (Python) and ``pyth
 The Processing algorithms of the QGIS plugin are thin layers over the same functions.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"  # as metadata.txt

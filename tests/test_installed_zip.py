@@ -243,11 +243,8 @@ def test_evaluate(installed):
     grid = td.scene_raster(folder / "scene.tif")
     produced, reference = td.write_squares(folder)
     metrics = folder / "metrics.csv"
-    # the reference's class field: REFERENCE_CLASS_FIELD since the settings table, CLASS_FIELD before
-    declared = installed.parameters["samrs:evaluate"]
-    class_field = next(p for p in ("REFERENCE_CLASS_FIELD", "CLASS_FIELD") if p in declared)
     results, _ = run_installed(installed, "evaluate", "samrs:evaluate", f"PRODUCED={produced}",
-                               f"REFERENCE={reference}", f"GRID={grid}", f"{class_field}=kind",
+                               f"REFERENCE={reference}", f"GRID={grid}", "REFERENCE_CLASS_FIELD=kind",
                                f"OUTPUT_METRICS={metrics}",
                                modules=["processing/evaluate.py"])
     for key, expected in (("MEAN_IOU", td.MEAN_IOU), ("WEIGHTED_IOU", td.WEIGHTED_IOU), ("AP", td.AP),

@@ -295,3 +295,13 @@ def test_make_deploy_links_the_checkout_and_enables_it(tmp_path):
     ini = configparser.ConfigParser()
     ini.read(profile / "QGIS" / "QGIS3.ini")
     assert ini["PythonPlugins"]["samrs"] == "true"
+
+
+def test_engine_version_is_the_plugins():
+    import configparser
+
+    from samrs.samrs_qgis import __version__
+
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(REPO / "metadata.txt", encoding="utf-8")
+    assert __version__ == metadata["general"]["version"]

@@ -190,7 +190,7 @@ def test_evaluate_known_squares(qgis_app, tmp_path):
     grid = td.scene_raster(tmp_path / "scene.tif")
     produced, reference = td.write_squares(tmp_path)
     metrics, per_instance = tmp_path / "metrics.csv", tmp_path / "instances.csv"
-    results = run(EVALUATE, {"PRODUCED": produced, "REFERENCE": reference, "GRID": grid, "CLASS_FIELD": "kind",
+    results = run(EVALUATE, {"PRODUCED": produced, "REFERENCE": reference, "GRID": grid, "REFERENCE_CLASS_FIELD": "kind",
                              "OUTPUT_METRICS": str(metrics), "OUTPUT_INSTANCES": str(per_instance)})
     assert results["MEAN_IOU"] == pytest.approx(td.MEAN_IOU)
     assert results["WEIGHTED_IOU"] == pytest.approx(td.WEIGHTED_IOU)
@@ -208,7 +208,7 @@ def test_evaluate_instance_raster_without_grid_and_bad_inputs(qgis_app, tmp_path
 
     produced, reference = td.write_squares(tmp_path)
     raster = td.write_instance_raster(tmp_path / "instances.tif")
-    results = run(EVALUATE, {"PRODUCED_RASTER": raster, "REFERENCE": reference, "CLASS_FIELD": "kind",
+    results = run(EVALUATE, {"PRODUCED_RASTER": raster, "REFERENCE": reference, "REFERENCE_CLASS_FIELD": "kind",
                              "OUTPUT_METRICS": str(tmp_path / "m.csv")})
     assert results["MEAN_IOU"] == pytest.approx(td.MEAN_IOU) and results["AP"] == pytest.approx(td.AP)
     assert results["OUTPUT_INSTANCES"] is None
@@ -234,7 +234,7 @@ def test_evaluate_through_qgis_process(qgis_process, tmp_path):
     produced, reference = td.write_squares(tmp_path)
     metrics = tmp_path / "metrics.csv"
     results = json_results(qgis_process("--json", "run", EVALUATE, "--", f"PRODUCED={produced}",
-                                        f"REFERENCE={reference}", f"GRID={grid}", "CLASS_FIELD=kind",
+                                        f"REFERENCE={reference}", f"GRID={grid}", "REFERENCE_CLASS_FIELD=kind",
                                         f"OUTPUT_METRICS={metrics}"))
     for key, expected in (("MEAN_IOU", td.MEAN_IOU), ("WEIGHTED_IOU", td.WEIGHTED_IOU), ("AP", td.AP),
                           ("AP50", td.AP50)):
