@@ -298,8 +298,6 @@ def test_make_deploy_links_the_checkout_and_enables_it(tmp_path):
 
 
 def test_engine_version_is_the_plugins():
-    import configparser
-
     from samrs.samrs_qgis import __version__
 
     metadata = configparser.ConfigParser(interpolation=None)
