@@ -40,10 +40,11 @@ from .annotations import (ClassList, dataset_classes, find_annotation_file, imag
                           write_box_layer)
 from .annotations.importer import classify
 from .annotations.model import Annotation, Problem
+from .backends import make_backend
 from .boxes import read_box_file
 from .classes import ClassCatalog
 from .errors import Cancelled, InputError, SamrsError
-from .pipeline import OutputPaths, SegmentJob, make_backend, maybe_compile_decoder
+from .pipeline import OutputPaths, SegmentJob, maybe_compile_decoder
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
@@ -161,7 +162,7 @@ class DatasetJob:
     ``options`` is shared by all images; its ``class_field``/``class_names``/``id_field`` are set by the job
     (``class_name``, the dataset's classes, none). ``dataset``: a class list name of
     :data:`.annotations.DATASET_CLASSES`. ``backend``: a loaded backend to use; by default one is made with
-    :func:`.pipeline.make_backend` on the first image that has boxes and used for every image.
+    :func:`.backends.make_backend` on the first image that has boxes and used for every image.
     """
 
     def __init__(self, images_dir: str, annotations_dir: str, output_dir: str,

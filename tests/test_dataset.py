@@ -20,7 +20,9 @@ from affine import Affine
 import support
 from support import RecordingProgress
 from samrs.samrs_qgis import dataset as dataset_module
+from samrs.samrs_qgis import backends as backends_module
 from samrs.samrs_qgis import pipeline as pipeline_module
+from samrs.samrs_qgis import run_inputs as run_inputs_module
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.classes import class_colours
 from samrs.samrs_qgis.dataset import DatasetJob, segment_dataset
@@ -308,11 +310,11 @@ def test_sam_backend_is_loaded_once_for_the_dataset(tmp_path, tiny_sam_checkpoin
             used.append(self.backend)
             return super().run()
 
-    real_make_backend = pipeline_module.make_backend
+    real_make_backend = backends_module.make_backend
     monkeypatch.setattr(dataset_module, "make_backend", counting_make_backend)
-    monkeypatch.setattr(pipeline_module, "make_backend", counting_make_backend)
+    monkeypatch.setattr(run_inputs_module, "make_backend", counting_make_backend)
     monkeypatch.setattr(dataset_module, "SegmentJob", SpyJob)
-    options = SegmentOptions(checkpoint=tiny_sam_checkpoint, device="cpu", embedding_cache=False)
+    options = SegmentOptions(backend="sam", checkpoint=tiny_sam_checkpoint, device="cpu", embedding_cache=False)
     job = DatasetJob(images, labels, str(tmp_path / "out"), options)
     summary = job.run()
     assert len(made) == 1 and len(used) == 2 and all(b is made[0] for b in used) and job.backend is made[0]

@@ -1,4 +1,8 @@
-"""The interface every segmentation backend implements, and the logits it returns."""
+"""The interface every segmentation backend implements, and the logits it returns.
+
+Everything the pipeline asks of a backend is here, with defaults for what a backend may lack (an
+embedding to cache, a decoder to compile), so a new model family is one module with one subclass.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,6 +39,8 @@ class Backend:
     input_size = 1024  # longest side of the frame the backend wants, in pixels
     preferred_batch = 4  # boxes per decode call when the user sets none
     prompt_modes = ("box",)  # the prompt modes (see :mod:`samrs_qgis.prompts`) this backend understands
+    device = "cpu"  # where it computes: "cpu" or "cuda"
+    compilable = False  # whether compile_decoder can make decoding faster; False: the backend cannot compile
 
     def encode(self, frame: np.ndarray) -> None:
         """Take the frame, uint8 (rows, cols, 3) RGB, whose longest side is ``input_size``."""
@@ -60,6 +66,18 @@ class Backend:
         return None
 
     def load_embedding(self, embedding, frame_shape) -> None:
+        raise NotImplementedError
+
+    @property
+    def compiled(self) -> bool:
+        """True once :meth:`compile_decoder` has taken effect."""
+        return False
+
+    def compile_decoder(self) -> None:
+        """Compile the decoder (same results, faster per box). A backend that cannot compile does nothing."""
+
+    def compile_threshold(self) -> int:
+        """Boxes of a CPU run from which compiling the decoder pays off; asked only of a compilable backend."""
         raise NotImplementedError
 
     def identity(self) -> str:

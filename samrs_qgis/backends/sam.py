@@ -118,6 +118,7 @@ class SamBackend(Backend):
 
     name = "sam"
     prompt_modes = PROMPT_MODES
+    compilable = True
 
     def __init__(self, checkpoint: str, model_type: str = "auto", device: str = "auto",
                  multimask: bool = False, precision: str = "auto"):

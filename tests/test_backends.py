@@ -1,0 +1,66 @@
+"""The backend interface's defaults, the compile decision the pipeline makes through it, and backends by name."""
+import pytest
+
+from samrs.samrs_qgis.backends import FACTORIES, make_backend
+from samrs.samrs_qgis.backends.base import Backend
+from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
+from samrs.samrs_qgis.errors import InputError
+from samrs.samrs_qgis.pipeline import maybe_compile_decoder
+from samrs.samrs_qgis.settings import BACKENDS, SegmentOptions
+from support import RecordingProgress
+
+
+class Compilable(Backend):
+    compilable = True
+
+    def __init__(self, device="cpu", threshold=100):
+        self.device, self.threshold, self.compiles = device, threshold, 0
+
+    @property
+    def compiled(self):
+        return self.compiles > 0
+
+    def compile_decoder(self):
+        self.compiles += 1
+
+    def compile_threshold(self):
+        return self.threshold
+
+
+def test_a_backend_that_cannot_compile_says_so_and_is_never_compiled():
+    backend = Backend()
+    assert (backend.compilable, backend.compiled, backend.device) == (False, False, "cpu")
+    assert backend.embedding is None and backend.identity() == "" and not backend.is_out_of_memory(MemoryError())
+    backend.compile_decoder()  # nothing to compile: no error
+    assert not backend.compiled
+    progress = RecordingProgress()
+    for choice in ("on", "auto", "off"):
+        maybe_compile_decoder(backend, 10 ** 6, choice, progress)
+    assert progress.messages == []
+    assert not GrabCutBackend().compilable
+
+
+def test_the_compile_decision_asks_the_backend_interface_only():
+    progress = RecordingProgress()
+    few, many = Compilable(), Compilable()
+    maybe_compile_decoder(few, 99, "auto", progress)
+    maybe_compile_decoder(many, 100, "auto", progress)
+    assert (few.compiles, many.compiles) == (0, 1)
+    maybe_compile_decoder(many, 100, "on", progress)  # compiled already: stays as it is
+    assert many.compiles == 1 and len(progress.messages) == 1
+    gpu = Compilable(device="cuda")
+    maybe_compile_decoder(gpu, 10 ** 6, "auto", progress)  # auto compiles on a CPU only
+    maybe_compile_decoder(gpu, 10 ** 6, "off", progress)
+    assert gpu.compiles == 0
+    maybe_compile_decoder(gpu, 1, "on", progress)
+    assert gpu.compiles == 1
+    with pytest.raises(InputError, match="Unknown compile_decoder 'sometimes'"):
+        maybe_compile_decoder(gpu, 1, "sometimes", progress)
+
+
+def test_backends_are_made_by_name():
+    assert set(FACTORIES) == set(BACKENDS)
+    assert isinstance(make_backend(SegmentOptions(backend="grabcut")), GrabCutBackend)
+    assert isinstance(make_backend(SegmentOptions(backend="auto", checkpoint=None)), GrabCutBackend)
+    with pytest.raises(InputError, match="Unknown backend 'magic'. Choose one of: sam, grabcut"):
+        make_backend(SegmentOptions(backend="magic"))
