@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class WindowRunner:
         if options.embedding_cache and backend.identity():
             self.cache = EmbeddingCache(options.cache_dir, options.cache_limit_mb)
         self.run_index = {id(b): i + 1 for i, b in enumerate(prepared.boxes)}  # canvas values: 1..n, input order
-        self.empty: set = set()  # run indices of the boxes whose mask came out empty
+        self.empty: Set[int] = set()  # run indices of the boxes whose mask came out empty
         self.timings: Counter = Counter()
         self.total_work = len(self.plans) * WINDOW_COST_IN_BOXES + sum(len(p.boxes) for p in self.plans)
         self.done_work = 0
