@@ -30,7 +30,7 @@ from .progress import Progress
 from .prompts import build_prompts
 from .raster_output import InstanceCanvas, write_rasters
 from .run_inputs import OutputPaths, PreparedRun, prepare_run
-from .settings import SegmentOptions
+from .settings import COMPILE_CHOICES, SegmentOptions
 from .styles import write_output_styles
 from .transaction import OutputTransaction
 from .vector_output import PolygonWriter
@@ -65,8 +65,8 @@ class RunSummary:
 def maybe_compile_decoder(backend: Backend, boxes: int, choice: str, progress: Progress) -> None:
     """Compile the backend's decoder when asked (``on``), or (``auto``) on a CPU when ``boxes`` boxes are
     enough to pay for compiling; a decoder already compiled, or one the backend cannot compile, stays as it is."""
-    if choice not in ("auto", "on", "off"):
-        raise InputError(f"Unknown compile_decoder '{choice}'. Choose auto, on or off.")
+    if choice not in COMPILE_CHOICES:
+        raise InputError(f"Unknown compile_decoder '{choice}'. Choose {', '.join(COMPILE_CHOICES)}.")
     if choice == "off" or not backend.compilable or backend.compiled:
         return
     if choice == "on" or (backend.device == "cpu" and boxes >= backend.compile_threshold()):

@@ -17,9 +17,8 @@ from .backends.base import Backend
 from .boxes import STATUS_OK, STATUS_OUTSIDE, BoxFeature, BoxSource, PixelBox, PixelProjector, check_layer, project_box
 from .classes import ClassCatalog
 from .errors import InputError
-from .prompts import check_prompt_mode
 from .raster_input import RasterInput
-from .settings import SegmentOptions
+from .settings import SegmentOptions, check_options, resolve_backend
 from .vector_output import vector_driver
 
 
@@ -72,20 +71,6 @@ def check_outputs(outputs: OutputPaths) -> None:
         vector_driver(outputs.polygons)
 
 
-def check_option_ranges(options: SegmentOptions) -> None:
-    """The settings' own bounds: batch and window size, background value, prompt mode, minimum island.
-
-    (The declarative settings table's ``check_options`` is to take this place.)
-    """
-    if (options.batch_size is not None and options.batch_size < 1) or options.window_size < 64:
-        raise InputError("Batch size must be ≥ 1 and window size ≥ 64 pixels.")
-    if not 0 <= options.background <= 65535:
-        raise InputError(f"Background value {options.background} must be between 0 and 65535.")
-    check_prompt_mode(options.prompt)
-    if options.min_island_px < 0:
-        raise InputError(f"The minimum island area {options.min_island_px} px must be 0 (off) or more.")
-
-
 def instance_ids(features: Sequence[BoxFeature], id_field: Optional[str]) -> List[int]:
     """1-based input order, or the values of the id field (unique integers ≥ 1)."""
     if not id_field:
@@ -109,15 +94,14 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     (only their pixel-space polygons are used from here on).
     """
     check_outputs(outputs)
-    check_option_ranges(options)
+    options = resolve_backend(options)
+    check_options(options)
     raster = RasterInput(raster_path, options.bands, options.stretch)
     try:
         boxes, catalog = _place_boxes(raster_path, raster, source, options)
         if backend is None:
             backend = make_backend(options)
-        if options.prompt not in backend.prompt_modes:
-            raise InputError(f"The {backend.name} backend takes the prompt modes {', '.join(backend.prompt_modes)}, "
-                             f"not '{options.prompt}'. Choose one of those or another backend.")
+        backend.check_prompt_mode(options.prompt)  # a backend given by the caller may be another than options say
     except BaseException:
         raster.close()
         raise

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .annotations import DATASET_CLASSES, FORMATS
+from .backends import BACKEND_CLASSES, backend_class
 from .backends.sam import DEVICES, PRECISIONS
 from .backends.sam_checkpoint import MODEL_TYPES
 from .errors import InputError
 from .prompts import PROMPT_MODES
 from .stretch import STRETCH_MODES
 
-BACKENDS = ("sam", "grabcut")
+BACKENDS = tuple(BACKEND_CLASSES)  # "sam", "grabcut"
 AUTO_BACKEND = "auto"  # SAM when a checkpoint is given, else GrabCut
 COMPILE_CHOICES = ("auto", "on", "off")
 
@@ -260,9 +261,7 @@ def check_options(options) -> None:
                          "or choose the GrabCut backend.")
     if backend == "sam" and not os.path.isfile(options.checkpoint):
         raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist.")
-    if backend == "grabcut" and options.prompt != "box":
-        raise InputError(f"The grabcut backend takes the prompt modes box, not '{options.prompt}'. Choose the box "
-                         "prompt, or the SAM backend with a checkpoint.")
+    backend_class(backend).check_prompt_mode(options.prompt)
 
 
 def not_sam_note(backend: str) -> Optional[str]:

@@ -1,7 +1,7 @@
 """The backend interface's defaults, the compile decision the pipeline makes through it, and backends by name."""
 import pytest
 
-from samrs.samrs_qgis.backends import FACTORIES, make_backend
+from samrs.samrs_qgis.backends import BACKEND_CLASSES, backend_class, make_backend
 from samrs.samrs_qgis.backends.base import Backend
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.errors import InputError
@@ -59,8 +59,13 @@ def test_the_compile_decision_asks_the_backend_interface_only():
 
 
 def test_backends_are_made_by_name():
-    assert set(FACTORIES) == set(BACKENDS)
+    assert tuple(BACKEND_CLASSES) == BACKENDS
+    for name in BACKENDS:
+        assert issubclass(backend_class(name), Backend) and backend_class(name).name == name
     assert isinstance(make_backend(SegmentOptions(backend="grabcut")), GrabCutBackend)
     assert isinstance(make_backend(SegmentOptions(backend="auto", checkpoint=None)), GrabCutBackend)
     with pytest.raises(InputError, match="Unknown backend 'magic'. Choose one of: sam, grabcut"):
         make_backend(SegmentOptions(backend="magic"))
+    with pytest.raises(InputError, match="grabcut backend takes the prompt modes box, not 'point'"):
+        backend_class("grabcut").check_prompt_mode("point")
+    backend_class("sam").check_prompt_mode("point")

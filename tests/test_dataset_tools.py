@@ -123,10 +123,11 @@ def test_segment_dataset_cli(tmp_path, dataset):
     (labels / "sub").mkdir()
     (labels / "sub" / "d.txt").write_text(td.DOTA_B)
     out = tmp_path / "out"
-    result = ok(run_cli("segment-dataset", images, labels, "--out-dir", out, "--dataset", "dota2.0",
-                        "--format", "dota", "--no-cache", "--quiet", "--fill-holes"))
+    result = run_cli("segment-dataset", images, labels, "--out-dir", out, "--dataset", "dota2.0",
+                     "--format", "dota", "--no-cache", "--quiet", "--fill-holes")
+    assert result.returncode == 3, result.stdout + result.stderr  # finished, but an image failed
     assert "1 segmented" in result.stdout and "1 failed" in result.stdout and "GrabCut" in result.stdout
-    assert "b: failed" in result.stderr
+    assert "b: failed" in result.stderr and "1 image(s) failed" in result.stderr and "Traceback" not in result.stderr
     check_outputs(out, str(out / "manifest.json"), str(out / "coco_instances.json"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["fill_holes"] is True and "sub/d" not in manifest["images"]
@@ -139,6 +140,7 @@ def test_segment_dataset_cli(tmp_path, dataset):
     bad(run_cli("segment-dataset", images, labels, "--out-dir", out, "--backend", "sam"), "checkpoint")
     help_text = ok(run_cli("segment-dataset", "--help")).stdout
     assert "--checkpoint" in help_text and "--clip-to-box" in help_text and "--class-field" not in help_text
+    assert "3 when some images failed" in " ".join(help_text.split())
 
 
 # -- import progress and cancellation -------------------------------------------------------------
@@ -179,7 +181,7 @@ def test_exportreviewed_through_qgis_process(qgis_process, tmp_path, dataset):
 
     images, labels = dataset
     out = tmp_path / "out"
-    ok(run_cli("segment-dataset", images, labels, "--out-dir", out, "--quiet"))
+    assert run_cli("segment-dataset", images, labels, "--out-dir", out, "--quiet").returncode == 3  # b fails
     layer = out / "geo" / "a.gpkg"
     with fiona.open(layer, layer="masks") as src:
         schema, crs, features = src.schema, src.crs_wkt, list(src)

@@ -262,7 +262,7 @@ def test_point_prompt_with_tiny_sam(qgis_app, scene, tiny_sam_checkpoint, tmp_pa
 def test_grabcut_refuses_a_point_prompt(qgis_app, scene, tmp_path):
     message = failure(SEGMENT, {**scene, "BACKEND": GRABCUT, "PROMPT": POINT_PROMPT,
                                 "OUTPUT_POLYGONS": str(tmp_path / "m.gpkg")})
-    assert "GrabCut backend takes the prompt mode box" in message and "'point'" in message
+    assert "grabcut backend takes the prompt modes box" in message and "'point'" in message
     assert not (tmp_path / "m.gpkg").exists()
 
 

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..errors import InputError
 from ..prompts import Prompts
 
 
@@ -39,6 +40,18 @@ class Backend:
     input_size = 1024  # longest side of the frame the backend wants, in pixels
     preferred_batch = 4  # boxes per decode call when the user sets none
     prompt_modes = ("box",)  # the prompt modes (see :mod:`samrs_qgis.prompts`) this backend understands
+
+    @classmethod
+    def from_options(cls, options) -> "Backend":
+        """The backend loaded as ``options`` (:class:`samrs_qgis.settings.SegmentOptions`) say."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_prompt_mode(cls, prompt: str) -> None:
+        """Raise an InputError when this backend cannot be prompted with ``prompt``."""
+        if prompt not in cls.prompt_modes:
+            raise InputError(f"The {cls.name} backend takes the prompt modes {', '.join(cls.prompt_modes)}, not "
+                             f"'{prompt}'. Choose one of those, or another backend (SAM with a checkpoint).")
     device = "cpu"  # where it computes: "cpu" or "cuda"
     compilable = False  # whether compile_decoder can make decoding faster; False: the backend cannot compile
 

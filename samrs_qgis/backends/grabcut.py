@@ -40,6 +40,10 @@ def seed_mask(shape_rc, rect):
 class GrabCutBackend(Backend):
     name = "grabcut"
 
+    @classmethod
+    def from_options(cls, options) -> "GrabCutBackend":
+        return cls()
+
     def __init__(self, iterations: int = ITERATIONS):
         try:
             import cv2

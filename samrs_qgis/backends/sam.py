@@ -136,6 +136,10 @@ class SamBackend(Backend):
         self.decoder = WindowMaskDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
         self._compiled_noted = False
 
+    @classmethod
+    def from_options(cls, options) -> "SamBackend":
+        return cls(options.checkpoint, options.model_type, options.device, options.multimask, options.precision)
+
     @property
     def compiled(self) -> bool:
         return self.decoder.compiled
