@@ -9,7 +9,7 @@ from samrs.samrs_qgis.backends.base import Backend, BoxLogits
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.pipeline import WindowRunner, run_prepared
-from samrs.samrs_qgis.run_inputs import OutputPaths, PreparedRun, check_option_ranges, prepare_run
+from samrs.samrs_qgis.run_inputs import OutputPaths, PreparedRun, prepare_run
 from samrs.samrs_qgis.settings import SegmentOptions
 from support import RecordingProgress, pixel_box, read_features, synthetic_scene, write_boxes, write_raster
 
@@ -60,11 +60,15 @@ def test_a_prepared_run_is_a_value_the_run_does_not_change(scene, tmp_path):
 
 def test_settings_out_of_range_are_refused_before_any_input_is_read(scene, tmp_path):
     raster, boxes = scene
-    for bad, message in ((dict(batch_size=0), "Batch size"), (dict(window_size=32), "window size"),
-                         (dict(background=70000), "Background value"), (dict(min_island_px=-1), "minimum island"),
-                         (dict(prompt="everything"), "prompt")):
-        with pytest.raises(InputError, match=message):
-            check_option_ranges(SegmentOptions(backend="grabcut", **bad))
+    out = OutputPaths(polygons=str(tmp_path / "m.gpkg"))
+    for bad, message in ((dict(batch_size=0), "batch size 0 must be 1 or more"),
+                         (dict(window_size=32), "window size 32 must be 64 or more"),
+                         (dict(background=70000), "background value 70000 must be between 0 and 65535"),
+                         (dict(min_island_px=-1), "minimum island area -1"),
+                         (dict(prompt="everything"), "Unknown prompt mode 'everything'")):
+        with pytest.raises(InputError, match=message):  # the raster is never opened: it does not exist
+            prepare_run(str(tmp_path / "no-such-raster.tif"), read_box_file(boxes), out,
+                        SegmentOptions(backend="grabcut", **bad))
     with pytest.raises(InputError, match="No output was asked for"):
         prepare_run(raster, read_box_file(boxes), OutputPaths(), SegmentOptions(backend="grabcut"))
     prepared = prepare_run(raster, read_box_file(boxes), OutputPaths(polygons=str(tmp_path / "m.gpkg")),
