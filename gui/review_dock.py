@@ -15,6 +15,7 @@ from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayout, QLabel, QPushButton,
                                  QShortcut, QVBoxLayout, QWidget)
 
+from ..samrs_qgis.review_fields import REVIEW_FIELD
 from .review import FILTERS, ORDERS, ReviewSession
 
 ZOOM_MARGIN = 1.0  # map extent around a mask, as a multiple of its larger side
@@ -102,7 +103,7 @@ class ReviewDock(QDockWidget):
             return
         score = feature["score"] if "score" in feature.fields().names() else None
         score_text = "no score" if score is None or str(score) == "NULL" else f"score {float(score):.3f}"
-        review = feature["review"]
+        review = feature[REVIEW_FIELD]
         review_text = "unreviewed" if review is None or str(review) == "NULL" else str(review)
         self.mask_label.setText(f"Mask {self.session.position + 1} of {len(self.session.queue)}: "
                                 f"#{feature[self.session.id_field]} {feature['class_name']}, {score_text}, {review_text}")

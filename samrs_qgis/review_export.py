@@ -57,7 +57,7 @@ from .review_fields import ACCEPTED, REJECTED, RELABELLED, REVIEW_FIELD, review_
 from .samrs_format import MASK_LAYER, coco_dataset, instance_records, write_json_atomic, write_pngs
 from .styles import write_output_styles
 from .transaction import OutputTransaction, remove_with_sidecars
-from .window_masks import rasterize_map_geometry
+from .window_masks import feature_window_mask
 
 EXPORTED_FROM = "exported_from"
 CANCEL_CHECK_EVERY = 64  # features between cancellation checks
@@ -355,13 +355,7 @@ class _ReviewExport:
                             kept_ok.append(instance_id)
                         if feature["geometry"] is None:
                             continue
-                        mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
-                        area = int(mask.sum())
-                        if area != (p.get("area_px") or 0):
-                            raise SamrsError(
-                                f"Instance {instance_id} of '{source_path}' has {p.get('area_px')} mask pixels but "
-                                f"its polygon covers {area} pixel centres of the image grid: the layer is not on "
-                                "the image's grid (was its geometry edited?).")
+                        mask, row, col = feature_window_mask(feature, transform, width, height, source_path)
                         if mask.size:
                             canvas.paint(MaskCrop(col=col, row=row, mask=mask), index)
             self.progress.check_cancelled()

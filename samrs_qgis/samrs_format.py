@@ -33,7 +33,7 @@ from affine import Affine
 
 from .errors import SamrsError
 from .transaction import write_text_files
-from .window_masks import rasterize_map_geometry, window_rle
+from .window_masks import feature_window_mask, window_rle
 
 MASK_LAYER = "masks"  # the layer name the pipeline gives its polygon output in a GeoPackage
 
@@ -104,12 +104,8 @@ def instance_records(polygons_path: str, transform: Affine, width: int, height: 
     with fiona.open(polygons_path, layer=MASK_LAYER) as layer:
         for feature in layer:
             p = feature["properties"]
-            mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
+            mask, row, col = feature_window_mask(feature, transform, width, height, polygons_path)
             area = int(mask.sum())
-            if area != (p.get("area_px") or 0):
-                raise SamrsError(f"Instance {p['instance_id']} of '{polygons_path}' has {p.get('area_px')} mask "
-                                 f"pixels but its polygon covers {area} pixel centres of the image grid: the layer "
-                                 "is not on the image's grid.")
             if area:
                 rows, cols = np.nonzero(mask)
                 bbox = [col + int(cols.min()), row + int(rows.min()), int(cols.max() - cols.min()) + 1,

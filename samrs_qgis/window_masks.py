@@ -18,6 +18,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from affine import Affine
 
+from .errors import SamrsError
+
 WindowMask = Tuple[np.ndarray, int, int]  # (bool mask (rows, cols), row, col of its top-left pixel)
 
 
@@ -57,6 +59,20 @@ def rasterize_map_geometry(geometry: Optional[dict], transform: Affine, width: i
                                                 inverse.yoff])
     parts = [g for g in getattr(pixels, "geoms", [pixels]) if not g.is_empty]
     return rasterize_window(parts, width, height) if parts else empty_window()
+
+
+def feature_window_mask(feature: dict, transform: Affine, width: int, height: int, layer_path: str) -> WindowMask:
+    """The window mask of one feature of a result polygon layer (``instance_id``, ``area_px``), checked to
+    cover as many pixel centres as the run counted mask pixels: a :class:`SamrsError` when it does not (the
+    layer is not on this grid, or its geometry was edited)."""
+    p = feature["properties"]
+    mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
+    area = int(mask.sum())
+    if area != (p.get("area_px") or 0):
+        raise SamrsError(f"Instance {p['instance_id']} of '{layer_path}' has {p.get('area_px')} mask pixels but its "
+                         f"polygon covers {area} pixel centres of the image grid: the layer is not on the image's grid "
+                         "(was its geometry edited?).")
+    return mask, row, col
 
 
 def window_rle(mask: np.ndarray, row: int, col: int, height: int, width: int) -> dict:

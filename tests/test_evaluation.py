@@ -27,7 +27,8 @@ from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.progress import Progress
 from samrs.samrs_qgis.evaluation import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, OVERALL,
                                          EvaluationPair, InstanceRaster, PolygonMasks, evaluate, evaluate_dataset,
-                                         window_rle, write_comparison_csv, write_instances_csv, write_metrics_csv)
+                                         write_comparison_csv, write_instances_csv, write_metrics_csv)
+from samrs.samrs_qgis.window_masks import window_rle
 
 PIX = 0.5  # metres per pixel
 T = Affine(PIX, 0, 500000.0, 0, -PIX, 4000000.0)

@@ -40,7 +40,6 @@ Modules (one concept each):
 from __future__ import annotations
 
 from .coco_ap import ScoredImage, coco_mask_ap, overlap_clusters
-from ..window_masks import window_rle
 from .grid import RLE_LIMIT, Grid, read_grid
 from .instance_rasters import CHUNK_PIXELS
 from .iou import DEFAULT_CLASS, DEFAULT_SCORE, UNKNOWN_CLASS
@@ -52,7 +51,7 @@ from .tables import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, writ
                      write_instances_csv, write_metrics_csv)
 
 __all__ = ["evaluate", "evaluate_dataset", "EvaluationPair", "PolygonMasks", "InstanceRaster", "MaskSource", "Key",
-           "Grid", "read_grid", "window_rle", "EvaluationResult", "MetricsRow", "InstanceScore",
+           "Grid", "read_grid", "EvaluationResult", "MetricsRow", "InstanceScore",
            "write_metrics_csv", "write_instances_csv", "write_comparison_csv", "OVERALL", "DEFAULT_CLASS",
            "UNKNOWN_CLASS", "DEFAULT_SCORE", "STATUS_OK", "CHUNK_PIXELS", "DENSIFY_PARTS", "RLE_LIMIT",
            "RASTER_EXTENSIONS", "METRICS_COLUMNS", "INSTANCE_COLUMNS", "COMPARISON_COLUMNS", "ScoredImage",

@@ -22,7 +22,7 @@ import rasterio
 from affine import Affine
 
 from ..errors import InputError
-from ..georef import pixel_to_map_transform
+from ..georef import open_raster as open_engine_raster, pixel_to_map_transform
 from ..window_masks import window_rle
 from .sources import EvaluationPair, InstanceRaster
 
@@ -41,9 +41,10 @@ class Grid:
 
 
 def open_raster(path: str, role: str):
-    """``rasterio.open(path)``; an unreadable file raises :class:`InputError` naming its ``role``."""
+    """The raster opened for reading (one without georeferencing is placed in pixel space, without a warning);
+    an unreadable file raises :class:`InputError` naming its ``role``."""
     try:
-        return rasterio.open(path)
+        return open_engine_raster(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"The {role} '{path}' cannot be opened by GDAL ({exc}). "
                          "Give a GDAL-readable raster (GeoTIFF, VRT, …).") from exc

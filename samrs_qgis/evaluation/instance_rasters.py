@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..georef import pixel_to_map_transform
 from ..progress import Progress
-from .grid import Grid, GridMask, open_raster, window_rle
+from .grid import Grid, GridMask, open_raster
 from .sources import InstanceRaster, Key
 
 CHUNK_PIXELS = 1 << 22  # pixels per block read in an instance raster's first pass (16 MB of uint32)
@@ -111,6 +111,5 @@ def read_instance_raster(spec: InstanceRaster, role: str, grid: Grid, progress: 
             progress.check_cancelled()
             data = ds.read(spec.band, window=Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1))
             window = data == dtype.type(ident)
-            masks[int(ident)] = GridMask(rle=window_rle(window, r0, c0, grid.height, grid.width),
-                                         area=int(window.sum()), class_name=None, score=None)
+            masks[int(ident)] = GridMask.from_window(window, r0, c0, grid)
     return masks

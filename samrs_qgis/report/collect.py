@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import Counter
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
@@ -159,17 +158,15 @@ class _Builder:
     def read_raster(self, path: str, layer_names: Dict[int, str], background: Optional[int],
                     progress: Progress) -> None:
         """Count one class raster's pixels per class id, block by block."""
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
         from rasterio.windows import Window
+
+        from ..georef import open_raster
 
         if not os.path.isfile(path):
             raise InputError(f"The class raster '{path}' does not exist. Check the path, or leave the raster out "
                              "to count pixels from the layer's area_px.")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # class-index PNGs have no georeference
-                ds = rasterio.open(path)
+            ds = open_raster(path)  # class-index PNGs have no georeference
             with ds:
                 dtype = np.dtype(ds.dtypes[0])
                 if ds.count != 1 or dtype.kind not in "ui":
