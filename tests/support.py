@@ -115,3 +115,26 @@ class RecordingProgress(Progress):
 
     def is_cancelled(self):
         return self.cancelled or (self.cancel_after is not None and len(self.fractions) >= self.cancel_after)
+
+
+def review_first_two_masks(layer, classes=("storage-tank", "swimming-pool")) -> Tuple[List[int], str]:
+    """Write a review into a dataset's mask layer as the review dock does: the first ok mask rejected, the
+    second relabelled to the other of ``classes``. Returns (the ok masks' ids sorted, the new class)."""
+    import fiona
+
+    with fiona.open(layer, layer="masks") as src:
+        schema, crs, features = src.schema, src.crs_wkt, list(src)
+    schema["properties"].update(review="str", class_orig="str")
+    masks = sorted(f["properties"]["instance_id"] for f in features if f["properties"]["status"] == "ok")
+    rejected, relabelled = masks[0], masks[1]
+    old_class = next(f["properties"]["class_name"] for f in features if f["properties"]["instance_id"] == relabelled)
+    new_class = next(c for c in classes if c != old_class)
+    with fiona.open(layer, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=crs) as dst:
+        for f in features:
+            props = dict(f["properties"], review=None, class_orig=None)
+            if props["instance_id"] == rejected:
+                props["review"] = "rejected"
+            elif props["instance_id"] == relabelled:
+                props.update(review="relabelled", class_orig=props["class_name"], class_name=new_class)
+            dst.write({"geometry": f["geometry"], "properties": props})
+    return masks, new_class

@@ -8,7 +8,7 @@ import pytest
 import tools_data as td
 from samrs.samrs_qgis.annotations import import_annotations
 from samrs.samrs_qgis.errors import Cancelled
-from support import RecordingProgress, read_features
+from support import RecordingProgress, read_features, review_first_two_masks
 from test_tools_cli import bad, ok, run_cli
 from test_tools_processing import RecordingFeedback, json_results, run
 
@@ -178,27 +178,11 @@ def test_importannotations_algorithm_reports_progress_and_can_be_cancelled(qgis_
 
 def test_exportreviewed_through_qgis_process(qgis_process, tmp_path, dataset):
     """The review recorded in a mask layer (as the review dock writes it) is honoured by the export."""
-    import fiona
-
     images, labels = dataset
     out = tmp_path / "out"
     assert run_cli("segment-dataset", images, labels, "--out-dir", out, "--quiet").returncode == 3  # b fails
-    layer = out / "geo" / "a.gpkg"
-    with fiona.open(layer, layer="masks") as src:
-        schema, crs, features = src.schema, src.crs_wkt, list(src)
-    schema["properties"].update(review="str", class_orig="str")
-    masks = sorted(f["properties"]["instance_id"] for f in features if f["properties"]["status"] == "ok")
-    rejected, relabelled = masks[0], masks[1]
-    classes = {f["properties"]["instance_id"]: f["properties"]["class_name"] for f in features}
-    new_class = next(c for c in ("storage-tank", "swimming-pool") if c != classes[relabelled])
-    with fiona.open(layer, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=crs) as dst:
-        for f in features:
-            props = dict(f["properties"], review=None, class_orig=None)
-            if props["instance_id"] == rejected:
-                props["review"] = "rejected"
-            elif props["instance_id"] == relabelled:
-                props.update(review="relabelled", class_orig=props["class_name"], class_name=new_class)
-            dst.write({"geometry": f["geometry"], "properties": props})
+    masks, new_class = review_first_two_masks(out / "geo" / "a.gpkg")
+    relabelled = masks[1]
     results = json_results(qgis_process("--json", "run", "samrs:exportreviewed", "--", f"DATASET={out}",
                                         f"OUTPUT={tmp_path / 'reviewed'}"))
     assert (int(results["DROPPED_COUNT"]), int(results["RELABELLED_COUNT"]), int(results["IMAGE_COUNT"])) == (1, 1, 1)

@@ -20,7 +20,7 @@ import pytest
 
 import tools_data as td
 from conftest import REPO
-from support import read_features
+from support import read_features, review_first_two_masks
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 VENV = REPO / ".venv"
@@ -257,26 +257,10 @@ def test_evaluate(installed):
 
 def test_exportreviewed(installed, dataset_run):
     """The review recorded in a mask layer (as the review dock writes it) is honoured by the export."""
-    import fiona
-
     dataset = installed.tmp / "reviewed-dataset"
     shutil.copytree(dataset_run.out, dataset)
-    layer = dataset / "geo" / "a.gpkg"
-    with fiona.open(layer, layer="masks") as src:
-        schema, crs, features = src.schema, src.crs_wkt, list(src)
-    schema["properties"].update(review="str", class_orig="str")
-    masks = sorted(f["properties"]["instance_id"] for f in features if f["properties"]["status"] == "ok")
-    rejected, relabelled = masks[0], masks[1]
-    classes = {f["properties"]["instance_id"]: f["properties"]["class_name"] for f in features}
-    new_class = next(c for c in ("storage-tank", "swimming-pool") if c != classes[relabelled])
-    with fiona.open(layer, "w", driver="GPKG", layer="masks", schema=schema, crs_wkt=crs) as dst:
-        for f in features:
-            props = dict(f["properties"], review=None, class_orig=None)
-            if props["instance_id"] == rejected:
-                props["review"] = "rejected"
-            elif props["instance_id"] == relabelled:
-                props.update(review="relabelled", class_orig=props["class_name"], class_name=new_class)
-            dst.write({"geometry": f["geometry"], "properties": props})
+    masks, new_class = review_first_two_masks(dataset / "geo" / "a.gpkg")
+    relabelled = masks[1]
     out = installed.tmp / "reviewed"
     results, _ = run_installed(installed, "export", "samrs:exportreviewed", f"DATASET={dataset}", f"OUTPUT={out}",
                                modules=["processing/export_reviewed.py"])
