@@ -1,10 +1,13 @@
-"""The segmentation settings: one declarative table, from which every front end is made.
+"""The settings users choose, as declarative tables from which every front end is made.
 
-Each :class:`Setting` row names one field of :class:`SegmentOptions` (the value the engine runs on) and says
-everything a front end needs to offer it: its kind, choices with their labels, default, bounds, help text,
-group and whether it is advanced. The command line (``samrs_qgis.cli_settings``) and the Processing
-algorithms (``processing/settings_parameters.py``) generate their options, parameters, checks and the mapping
-back onto ``SegmentOptions`` from :data:`SEGMENT_SETTINGS`; adding a setting means adding one row.
+Each :class:`Setting` row names one field of an options value the engine runs on and says everything a front
+end needs to offer it: its kind, choices with their labels, default, bounds, help text, group and whether it
+is advanced. Tables: :data:`SEGMENT_SETTINGS` (:class:`SegmentOptions`: what a segmentation computes),
+:data:`MATCHING_SETTINGS` (:class:`MatchingOptions`: how an evaluation pairs masks) and
+:data:`ANNOTATION_SETTINGS` (:class:`AnnotationOptions`: how annotation files are read). The command line
+(:mod:`samrs_qgis.cli_options`) and the Processing algorithms (``processing/settings_parameters.py``) make
+their options, parameters, checks and the mapping back onto the options from these tables; adding a setting
+means adding one row.
 
 Names seen by users follow from a row's ``key``: the CLI flag ``--<key with dashes>`` and the Processing
 parameter ``<KEY>``.
