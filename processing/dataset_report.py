@@ -74,7 +74,7 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
         return report_class_names(reading["dataset"], self.parameterAsString(parameters, self.CLASSES, context))
 
     def process(self, parameters, context, feedback):
-        from ..samrs_qgis.report import collect_subsets, describe_subsets, write_report
+        from ..samrs_qgis.report import check_report_outputs, collect_subsets, describe_subsets, write_report
 
         class_names = self._class_names(parameters, context)
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
@@ -84,10 +84,11 @@ class DatasetReportAlgorithm(SamrsAlgorithm):
             if layer_name and layer_name != "masks":
                 self._check_single_layer(path, layer_name, layer.name())
             inputs.append((layer.name(), path))
-        progress = FeedbackProgress(feedback)
-        subsets = collect_subsets(inputs, class_names, ProgressSlice(progress, 0.0, 0.95))
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         csv_folder = self.parameterAsFileOutput(parameters, self.OUTPUT_CSV, context) or None
+        check_report_outputs(inputs, html, csv_folder)
+        progress = FeedbackProgress(feedback)
+        subsets = collect_subsets(inputs, class_names, ProgressSlice(progress, 0.0, 0.95))
         files = write_report(subsets, html, csv_folder,
                              title=self.parameterAsString(parameters, self.TITLE, context) or DEFAULT_TITLE)
         feedback.setProgress(100)

@@ -30,8 +30,9 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
-def box_source_from_qgis(source, name: str) -> BoxSource:
-    """A ``BoxSource`` reading features lazily from a ``QgsFeatureSource`` (file-based or in memory)."""
+def box_source_from_qgis(source, name: str, path: Optional[str] = None) -> BoxSource:
+    """A ``BoxSource`` reading features lazily from a ``QgsFeatureSource`` (file-based or in memory);
+    ``path``: the file it is read from, if any (see :func:`layer_file`)."""
     fields = {f.name(): _FIELD_TYPES.get(f.type(), "str") for f in source.fields()}
     crs = source.sourceCrs()
     crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else ""
@@ -51,7 +52,7 @@ def box_source_from_qgis(source, name: str) -> BoxSource:
             attributes: Dict[str, Any] = {n: _plain_value(v) for n, v in zip(names, feature.attributes())}
             yield BoxFeature(index=index, fid=feature.id(), attributes=attributes, geometry=geometry)
 
-    return BoxSource(name=name, fields=fields, crs_wkt=crs_wkt, geometry_type=geometry_type,
+    return BoxSource(name=name, path=path, fields=fields, crs_wkt=crs_wkt, geometry_type=geometry_type,
                      features=features(), feature_count=source.featureCount())
 
 
@@ -85,6 +86,15 @@ def raster_layer_path(layer, role: str) -> str:
             f"The {role} '{layer.name()}' is served by the '{layer.providerType()}' provider, which GDAL cannot "
             "read directly. Save it as a GeoTIFF first (Raster > Conversion > Translate).")
     return layer.source()
+
+
+def layer_file(layer) -> Optional[str]:
+    """The file a layer is read from (GDAL/OGR providers), or None (memory layers, databases, services)."""
+    from qgis.core import QgsProviderRegistry
+
+    if layer is None or layer.providerType() not in ("ogr", "gdal"):
+        return None
+    return QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source()).get("path") or None
 
 
 def vector_layer_location(layer, role: str) -> Tuple[str, Optional[str]]:

@@ -13,7 +13,7 @@ from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.pipeline import OutputPaths, SegmentJob
 from ..samrs_qgis.settings import not_sam_note
 from .base import SamrsAlgorithm, SegmentSettings
-from .qgis_adapters import FeedbackProgress, box_source_from_qgis, raster_layer_path
+from .qgis_adapters import FeedbackProgress, box_source_from_qgis, layer_file, raster_layer_path
 
 STATUSES = ("ok", "empty", "outside", "invalid")
 
@@ -109,7 +109,8 @@ class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
             raise InputError(
                 "The preview draws the mask polygons, but no mask polygon output was asked for. Give a Mask "
                 "polygons output (OUTPUT_POLYGONS), or turn the preview off.")
-        job = SegmentJob(raster, box_source_from_qgis(source, name), outputs, options, FeedbackProgress(feedback))
+        job = SegmentJob(raster, box_source_from_qgis(source, name, layer_file(box_layer)), outputs, options,
+                         FeedbackProgress(feedback))
         job.prepare()
         summary = job.run()
         feedback.pushInfo(summary.describe())

@@ -51,6 +51,7 @@ class BoxSource:
     geometry_type: str  # 'Polygon', 'MultiPolygon', 'Point', … as declared by the source, or 'Unknown'
     features: Iterable[BoxFeature]
     feature_count: Optional[int] = None
+    path: Optional[str] = None  # the file the layer is read from, when it is one (outputs must never replace it)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def read_box_file(path: str, layer: Optional[str] = None) -> BoxSource:
                                  attributes=dict(feat["properties"]),
                                  geometry=shape(geom) if geom is not None else None)
 
-    return BoxSource(name=path, fields=fields, crs_wkt=crs_wkt, geometry_type=str(geometry_type),
+    return BoxSource(name=path, path=path, fields=fields, crs_wkt=crs_wkt, geometry_type=str(geometry_type),
                      features=features(), feature_count=len(collection))
 
 

@@ -347,12 +347,14 @@ def _named(text: str, what: str) -> Tuple[Optional[str], str]:
 
 
 def _report(args) -> int:
-    from .report import collect_subsets, describe_subsets, report_class_names, write_report
+    from .report import check_report_outputs, collect_subsets, describe_subsets, report_class_names, write_report
 
     class_names = report_class_names(args.dataset, args.classes)
+    inputs = [_named(text, "a subset") for text in args.subsets]
+    check_report_outputs(inputs, args.html, args.csv_dir)
     progress = BarProgress(quiet=args.quiet)
     try:
-        subsets = collect_subsets([_named(text, "a subset") for text in args.subsets], class_names, progress)
+        subsets = collect_subsets(inputs, class_names, progress)
         files = write_report(subsets, args.html, args.csv_dir, title=args.title)
     finally:
         progress.close()

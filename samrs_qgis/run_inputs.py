@@ -17,6 +17,7 @@ from .backends.base import Backend
 from .boxes import STATUS_OK, STATUS_OUTSIDE, BoxFeature, BoxSource, PixelBox, PixelProjector, check_layer, project_box
 from .classes import ClassCatalog
 from .errors import InputError
+from .path_safety import check_output_paths
 from .raster_input import RasterInput
 from .settings import SegmentOptions, check_options, resolve_backend
 from .vector_output import vector_driver
@@ -59,8 +60,8 @@ class PreparedRun:
                 "SAMRS_SOURCE_RASTER": self.raster_path}
 
 
-def check_outputs(outputs: OutputPaths) -> None:
-    """At least one output, each of a format the run writes."""
+def check_outputs(outputs: OutputPaths, raster_path: str, source: BoxSource) -> None:
+    """At least one output, each of a format the run writes, none of them an input or another output."""
     if not any(asdict(outputs).values()):
         raise InputError("No output was asked for: give at least one of the instance raster, "
                          "semantic raster or polygon layer.")
@@ -69,6 +70,9 @@ def check_outputs(outputs: OutputPaths) -> None:
             raise InputError(f"The {role} output '{path}' must be a GeoTIFF (.tif).")
     if outputs.polygons:
         vector_driver(outputs.polygons)
+    check_output_paths({"instance raster": outputs.instances, "semantic raster": outputs.semantic,
+                        "polygon layer": outputs.polygons},
+                       {"raster": raster_path, "box layer": (source.path or "").split("|")[0] or None})
 
 
 def instance_ids(features: Sequence[BoxFeature], id_field: Optional[str]) -> List[int]:
@@ -93,7 +97,7 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     Raises :class:`InputError` naming the input at fault. The box features' map geometries are dropped
     (only their pixel-space polygons are used from here on).
     """
-    check_outputs(outputs)
+    check_outputs(outputs, raster_path, source)
     options = resolve_backend(options)
     check_options(options)
     raster = RasterInput(raster_path, options.bands, options.stretch)

@@ -89,7 +89,8 @@ def write_qml(output_path: str, qml: str) -> str:
 
 
 def store_default_style(gpkg_path: str, layer: str, qml: str, geometry_column: str = "geom") -> None:
-    """Save ``qml`` as the default style of ``layer`` inside the GeoPackage (QGIS's ``layer_styles`` table)."""
+    """Save ``qml`` as the default style of ``layer`` inside the GeoPackage (QGIS's ``layer_styles`` table),
+    replacing that layer's earlier styles and keeping the other layers'."""
     import fiona
 
     schema = {"geometry": "None", "properties": {
@@ -100,8 +101,15 @@ def store_default_style(gpkg_path: str, layer: str, qml: str, geometry_column: s
            "styleName": STYLE_NAME, "styleQML": qml, "styleSLD": "", "useAsDefault": True,
            "description": "SAMRS result style", "owner": "", "ui": None,
            "update_time": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+    kept = []  # the other layers' styles (QGIS keeps every layer's styles in one table)
+    if LAYER_STYLES in fiona.listlayers(gpkg_path):
+        with fiona.open(gpkg_path, layer=LAYER_STYLES) as table:
+            names = schema["properties"]
+            kept = [{k: f["properties"].get(k) for k in names} for f in table
+                    if f["properties"].get("f_table_name") != layer]
     with fiona.open(gpkg_path, "w", driver="GPKG", layer=LAYER_STYLES, schema=schema) as table:
-        table.write({"geometry": None, "properties": row})
+        for properties in kept + [row]:
+            table.write({"geometry": None, "properties": properties})
 
 
 def write_output_styles(instances: Optional[str], semantic: Optional[str], polygons: Optional[str],
@@ -116,7 +124,14 @@ def write_output_styles(instances: Optional[str], semantic: Optional[str], polyg
         write_qml(semantic, semantic_qml(classes))
     if polygons:
         qml = polygon_qml(classes)
-        if qml_beside_polygons:
-            write_qml(polygons, qml)
-        if polygons.lower().endswith(".gpkg"):
+        geopackage = polygons.lower().endswith(".gpkg")
+        if qml_beside_polygons and not (geopackage and _holds_other_layers(polygons, polygon_layer)):
+            write_qml(polygons, qml)  # (QGIS would give a file's QML to every layer of it)
+        if geopackage:
             store_default_style(polygons, polygon_layer, qml)
+
+
+def _holds_other_layers(gpkg_path: str, layer: str) -> bool:
+    import fiona
+
+    return bool(set(fiona.listlayers(gpkg_path)) - {layer, LAYER_STYLES})

@@ -18,6 +18,7 @@ from typing import List, Sequence, Tuple
 from .errors import InputError
 
 
+LAYERED_FORMATS = (".gpkg",)  # files holding several layers: a run writes its own layer and keeps the others
 GDAL_SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
 STYLE_SUFFIX = ".qml"  # QGIS's default style beside a file (see styles.py)
 SHAPEFILE_COMPANIONS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
@@ -83,7 +84,19 @@ class OutputTransaction:
         if os.path.isdir(final_path):
             raise InputError(f"The {role} output '{final_path}' is a folder; give a file name.")
         self._staged.append((temp, final_path))
+        if ext.lower() in LAYERED_FORMATS and os.path.isfile(final_path):
+            self._copy_existing(final_path, temp, role)
         return temp
+
+    @staticmethod
+    def _copy_existing(final_path: str, temp: str, role: str) -> None:
+        """Start the staged file from the existing one, so that writing a layer adds or replaces that layer
+        and keeps the file's other layers (and their styles)."""
+        try:
+            shutil.copyfile(final_path, temp)
+        except OSError as exc:
+            raise InputError(f"The {role} output '{final_path}' exists but cannot be copied to add a layer to it "
+                             f"({exc.strerror}). Choose another file.") from exc
 
     def scratch_path(self, name: str) -> str:
         """A path in a private temporary folder for intermediate files, removed at the end."""
@@ -109,8 +122,11 @@ class OutputTransaction:
         for temp, final in self._staged:
             stem_t, _ = os.path.splitext(temp)
             stem_f, _ = os.path.splitext(final)
+            keep_style = final.lower().endswith(LAYERED_FORMATS) and not os.path.isfile(stem_t + STYLE_SUFFIX)
             for stale in with_sidecars(final):
-                if stale != final and os.path.isfile(stale):
+                if stale == final or keep_style and stale == stem_f + STYLE_SUFFIX:
+                    continue  # a multi-layer file's own style beside it belongs to its other layers
+                if os.path.isfile(stale):
                     os.remove(stale)
             for produced in with_sidecars(temp):
                 target = final + produced[len(temp):] if produced.startswith(temp) else stem_f + produced[len(stem_t):]

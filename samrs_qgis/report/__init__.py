@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from .collect import collect_statistics, statistics_from_folder
 from .result_set import ResultSet, result_set_from_folder
-from .subsets import collect_subsets, dataset_subsets, describe_subsets, report_class_names
+from .subsets import check_report_outputs, collect_subsets, dataset_subsets, describe_subsets, report_class_names
 from .statistics import SCORE_BINS, STATUSES, Statistics, score_bin_edges, size_bin_edges
 from .tables import CSV_FILES
 from .writing import ReportFiles, write_report
 
 __all__ = ["Statistics", "ResultSet", "ReportFiles", "collect_statistics", "result_set_from_folder",
            "statistics_from_folder", "write_report", "size_bin_edges", "score_bin_edges", "SCORE_BINS",
-           "STATUSES", "CSV_FILES", "collect_subsets", "dataset_subsets", "describe_subsets", "report_class_names"]
+           "STATUSES", "CSV_FILES", "check_report_outputs", "collect_subsets", "dataset_subsets", "describe_subsets", "report_class_names"]
 

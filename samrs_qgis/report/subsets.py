@@ -12,6 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ..annotations import DATASET_CLASSES
 from ..classes import parse_class_list
 from ..errors import InputError
+from ..path_safety import check_output_paths
 from ..progress import Progress, ProgressSlice
 from .collect import collect_statistics
 from .result_set import result_set_from_folder
@@ -85,6 +86,24 @@ def collect_subsets(inputs: Sequence[Tuple[Optional[str], str]], class_names: Op
                              "layer written by segment.")
         progress.check_cancelled()
     return subsets
+
+
+def check_report_outputs(inputs: Sequence[Tuple[Optional[str], str]], html: str, csv_folder: Optional[str]) -> None:
+    """Refuse report outputs that would replace one of the report's inputs (a layer or class raster of a
+    subset folder, or a given layer) or each other; ``inputs`` as for :func:`collect_subsets`."""
+    from .tables import CSV_FILES
+
+    files = []
+    for _, path in inputs:
+        if os.path.isdir(path):
+            for _, folder in dataset_subsets(path):
+                files += [f for pair in result_set_from_folder(folder).pairs for f in pair if f]
+        else:
+            files.append(path)
+    outputs = {"report": html}
+    if csv_folder:
+        outputs.update({f"CSV table {name}": os.path.join(csv_folder, name) for name in CSV_FILES})
+    check_output_paths(outputs, {f"subset input {i + 1}": f for i, f in enumerate(files)})
 
 
 def describe_subsets(subsets: Mapping[str, Statistics]) -> List[str]:
