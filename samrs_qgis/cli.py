@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import List, Optional, Tuple
 
 from .cli_options import add_setting_options, options_from_args
@@ -25,7 +27,8 @@ from .settings import ANNOTATION_SETTINGS, BOX_LAYER, MATCHING_SETTINGS, Matchin
 
 EXIT_INPUT_ERROR = 2
 EXIT_IMAGES_FAILED = 3  # segment-dataset finished, but some images failed
-EXIT_CANCELLED = 130
+EXIT_CANCELLED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_TERMINATED = 143  # SIGTERM, as shells report it
 MAX_PROBLEMS_SHOWN = 50  # annotation problems printed one per line; the rest are counted
 
 
@@ -502,16 +505,32 @@ COMMANDS = {"segment": _segment, "segment-dataset": _segment_dataset, "import-an
             "ablation-dataset": _ablation_dataset, "export-reviewed": _export_reviewed, "download-checkpoints": _download}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that a run cleans up the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be handled
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return COMMANDS[args.command](args)
     except Cancelled as exc:
         print(f"samrs: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
+    except Terminated:
+        print("samrs: terminated; no output was written.", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("samrs: interrupted; no output was written.", file=sys.stderr)
         return EXIT_CANCELLED
     except SamrsError as exc:
         print(f"samrs: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

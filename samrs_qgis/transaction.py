@@ -6,16 +6,19 @@ expected (an earlier good output stays untouched). :class:`OutputTransaction` do
 drivers write (with their GDAL/OGR sidecars and QGIS style), :func:`write_text_files` for text the
 engine writes itself. :func:`with_sidecars` / :func:`remove_with_sidecars` know which files belong to
 an output.
+
+A commit moves its whole set of files under a journal, and temporary files carry the writer's process id,
+so that the next run into the same folder finishes a commit cut short by a kill and removes what a dead run
+left (see :mod:`.leftovers`).
 """
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-import uuid
 from typing import List, Sequence, Tuple
 
 from .errors import InputError
+from .leftovers import apply_moves, partial_name, recover_folder, scratch_folder, write_journal
 
 
 LAYERED_FORMATS = (".gpkg",)  # files holding several layers: a run writes its own layer and keeps the others
@@ -74,7 +77,8 @@ class OutputTransaction:
                              "not a folder. Choose a writable folder.")
         try:
             os.makedirs(folder, exist_ok=True)
-            temp = os.path.join(folder, f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}")
+            recover_folder(folder)  # a killed run's commit finished, its partial files removed
+            temp = os.path.join(folder, partial_name(stem) + ext)
             with open(temp, "wb"):
                 pass
             os.remove(temp)  # drivers create the file themselves; we only proved we can
@@ -101,7 +105,7 @@ class OutputTransaction:
     def scratch_path(self, name: str) -> str:
         """A path in a private temporary folder for intermediate files, removed at the end."""
         if self._scratch_dir is None:
-            self._scratch_dir = tempfile.mkdtemp(prefix="samrs-")
+            self._scratch_dir = scratch_folder()
         return os.path.join(self._scratch_dir, name)
 
     def __enter__(self) -> "OutputTransaction":
@@ -119,20 +123,41 @@ class OutputTransaction:
         return False
 
     def commit(self) -> None:
+        """Move every staged file (with its sidecars and style) into place, as one set: the moves are written
+        to a journal first, so a run killed halfway is finished by the next run into the folder, and an
+        interruption (Ctrl-C, SIGTERM) during the moves finishes them before it goes on."""
+        moves, removals = self._commit_plan()
+        if moves or removals:
+            journal = write_journal(os.path.dirname(self._staged[0][1]), moves, removals)
+            try:
+                apply_moves(moves, removals)
+            except KeyboardInterrupt:
+                apply_moves(moves, removals)  # leave a whole set, then let the interruption go on
+                os.remove(journal)
+                self._staged.clear()
+                self._remove_scratch()
+                raise
+            os.remove(journal)
+        self._staged.clear()
+        self._remove_scratch()
+
+    def _commit_plan(self) -> Tuple[List[Tuple[str, str]], List[str]]:
+        """(temporary file, destination) moves, and the stale files beside the destinations that no moved
+        file replaces (an old ``.aux.xml`` would describe the old raster)."""
+        moves: List[Tuple[str, str]] = []
+        stale: List[str] = []
         for temp, final in self._staged:
             stem_t, _ = os.path.splitext(temp)
             stem_f, _ = os.path.splitext(final)
             keep_style = final.lower().endswith(LAYERED_FORMATS) and not os.path.isfile(stem_t + STYLE_SUFFIX)
-            for stale in with_sidecars(final):
-                if stale == final or keep_style and stale == stem_f + STYLE_SUFFIX:
-                    continue  # a multi-layer file's own style beside it belongs to its other layers
-                if os.path.isfile(stale):
-                    os.remove(stale)
+            for old in with_sidecars(final):
+                if old != final and not (keep_style and old == stem_f + STYLE_SUFFIX):
+                    stale.append(old)  # a multi-layer file's own style beside it belongs to its other layers
             for produced in with_sidecars(temp):
                 target = final + produced[len(temp):] if produced.startswith(temp) else stem_f + produced[len(stem_t):]
-                os.replace(produced, target)
-        self._staged.clear()
-        self._remove_scratch()
+                moves.append((produced, target))
+        targets = {target for _, target in moves}
+        return moves, [old for old in stale if old not in targets]
 
     def rollback(self) -> None:
         for temp, _ in self._staged:
@@ -176,9 +201,10 @@ def _write_temp_beside(path: str, text: str, role: str) -> str:
     """Write ``text`` to a new temporary file in ``path``'s folder (created with the umask's mode, unlike
     ``mkstemp``'s 0600); returns its path."""
     folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+    temp = os.path.join(folder, partial_name(name))
     try:
         os.makedirs(folder, exist_ok=True)
+        recover_folder(folder)
         with open(temp, "x", encoding="utf-8", newline="") as fh:
             fh.write(text)
     except OSError as exc:
