@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
+from .path_safety import check_output_paths
 from .progress import Progress, ProgressSlice
 
 SEGMENT_SHARE = 0.8  # of each mode's progress; the rest is its evaluation
@@ -59,6 +60,13 @@ def _compare_modes(modes: Sequence[str], out_dir: str, progress: Progress,
     return AblationResult(results, write_comparison_csv(results, os.path.join(out_dir, "comparison.csv")), runs)
 
 
+def _tables(out_dir: str, modes: Sequence[str]) -> Dict[str, str]:
+    """The tables an ablation writes, by role."""
+    tables = {f"{mode} metrics table": os.path.join(out_dir, mode, "metrics.csv") for mode in modes}
+    tables["comparison table"] = os.path.join(out_dir, "comparison.csv")
+    return tables
+
+
 def _cached(options, mode: str):
     return dataclasses.replace(options, embedding_cache=True, prompt=mode)
 
@@ -77,6 +85,9 @@ def raster_ablation(raster: str, boxes_path: str, layer: Optional[str], referenc
     backend = make_backend(_cached(options, options.prompt))
     modes = ablation_modes(modes, backend, reference)
     stem = os.path.splitext(os.path.basename(raster))[0]
+    outputs = dict(_tables(out_dir, modes), **{f"{mode} mask polygons": os.path.join(out_dir, mode, f"{stem}_masks.gpkg")
+                                               for mode in modes})
+    check_output_paths(outputs, {"raster": raster, "box layer": boxes_path, "reference masks": reference})
 
     def run_mode(mode, folder, segmenting, evaluating):
         polygons = os.path.join(folder, f"{stem}_masks.gpkg")

@@ -175,3 +175,14 @@ def test_no_input_is_ever_an_allowed_output_over_random_spellings(tmp_path):
             refused += 1
     assert refused > 50 and allowed > 50
     shutil.rmtree(tmp_path / "d")
+
+
+def test_ablation_refuses_to_write_over_its_reference(scene):
+    tmp_path, raster, boxes = scene
+    reference = tmp_path / "abl" / "box" / "in_masks.gpkg"  # an earlier ablation's masks used as the reference
+    reference.parent.mkdir(parents=True)
+    shutil.copy(td.reference_discs(tmp_path / "ref.gpkg"), reference)
+    before = digest(reference)
+    bad(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", tmp_path / "abl", "--prompts", "box",
+                "--quiet"), "box mask polygons output", "reference masks")
+    assert digest(reference) == before
