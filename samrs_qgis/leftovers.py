@@ -77,6 +77,23 @@ def apply_moves(moves: Sequence[Tuple[str, str]], removals: Sequence[str]) -> No
             os.replace(temp, target)
 
 
+def move_as_set(moves: Sequence[Tuple[str, str]], removals: Sequence[str] = ()) -> None:
+    """Carry out the moves and removals as one set: under a journal (so a kill is finished by the next run
+    into the folder of the first destination), and finishing them when interrupted (Ctrl-C, SIGTERM)
+    before the interruption goes on. A single move needs no journal: ``os.replace`` is atomic."""
+    if len(moves) + len(removals) <= 1:
+        apply_moves(moves, removals)
+        return
+    journal = write_journal(os.path.dirname(moves[0][1] if moves else removals[0]), moves, removals)
+    try:
+        apply_moves(moves, removals)
+    except KeyboardInterrupt:
+        apply_moves(moves, removals)
+        os.remove(journal)
+        raise
+    os.remove(journal)
+
+
 def finish_journal(path: str) -> None:
     """Complete the commit a journal records and remove the journal."""
     try:

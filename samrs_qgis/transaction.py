@@ -18,7 +18,7 @@ import shutil
 from typing import List, Sequence, Tuple
 
 from .errors import InputError
-from .leftovers import apply_moves, partial_name, recover_folder, scratch_folder, write_journal
+from .leftovers import move_as_set, partial_name, recover_folder, scratch_folder
 
 
 LAYERED_FORMATS = (".gpkg",)  # files holding several layers: a run writes its own layer and keeps the others
@@ -127,17 +127,7 @@ class OutputTransaction:
         to a journal first, so a run killed halfway is finished by the next run into the folder, and an
         interruption (Ctrl-C, SIGTERM) during the moves finishes them before it goes on."""
         moves, removals = self._commit_plan()
-        if moves or removals:
-            journal = write_journal(os.path.dirname(self._staged[0][1]), moves, removals)
-            try:
-                apply_moves(moves, removals)
-            except KeyboardInterrupt:
-                apply_moves(moves, removals)  # leave a whole set, then let the interruption go on
-                os.remove(journal)
-                self._staged.clear()
-                self._remove_scratch()
-                raise
-            os.remove(journal)
+        move_as_set(moves, removals)  # (interrupted, it finishes first: a rollback then finds nothing to undo)
         self._staged.clear()
         self._remove_scratch()
 
@@ -179,8 +169,8 @@ def write_text_files(contents: Sequence[Tuple[str, str]], role: str) -> None:
     """Write each ``(path, text)`` (UTF-8, line ends as in ``text``) all or nothing.
 
     Every text first goes to a new temporary file beside its path; the temporaries are moved into place
-    (``os.replace``) only once all are written, and removed on any failure, so an earlier file is either
-    kept whole or replaced whole. Raises :class:`InputError` naming ``role`` when a folder or temporary
+    (``os.replace``, several under a journal) only once all are written, and removed on any failure, so an
+    earlier file is either kept whole or replaced whole, and a set of files never ends half old, half new. Raises :class:`InputError` naming ``role`` when a folder or temporary
     file cannot be created or written.
     """
     staged: List[Tuple[str, str]] = []  # (temporary path, final path)
@@ -188,8 +178,7 @@ def write_text_files(contents: Sequence[Tuple[str, str]], role: str) -> None:
         for path, text in contents:
             path = os.path.abspath(path)
             staged.append((_write_temp_beside(path, text, role), path))
-        for temp, path in staged:
-            os.replace(temp, path)
+        move_as_set(staged)
     except BaseException:
         for temp, _ in staged:
             if os.path.exists(temp):
