@@ -16,25 +16,41 @@ to the image folder, with ``/``):
 * ``manifest.json`` — ``classes`` (names, index = class id), ``background``, ``dataset`` (class list name or
   null), ``settings`` (the SegmentOptions used) and ``images``: ``<stem>`` -> ``status`` (``done``, ``failed``,
   ``no_boxes``, ``no_annotations``; ``pending`` while not yet processed), ``boxes``, ``status_counts``,
-  ``error``, ``seconds``, ``width``/``height`` (pixels), annotation ``problems``.
+  ``error``, ``seconds``, ``width``/``height`` (pixels), annotation ``problems`` and ``inputs`` (what the
+  result was made from, see below).
 
 Class ids are fixed for the whole dataset before any image is segmented: by position in a dataset class
 list (``dataset="dota2.0"``), else by sorted class name over all annotation files (every file is read first).
 
-Resume: an image whose manifest entry is ``done`` and whose files all exist is skipped; every other image
-is (re)done, its old files removed first. When the classes or the result-deciding settings differ from the
-manifest's, every image is done again. Outputs are written under temporary names and moved into place, and
-the manifest is updated after each image, so an interrupted run followed by a rerun gives the outputs of one
-uninterrupted run.
+Resume: an image is skipped when its manifest entry is ``done``, its files all exist and its inputs are the
+ones the entry records; every other image is (re)done, its old files removed first. The entry's ``inputs``
+record the image (``file`` relative to the image folder, ``size``, ``mtime_ns``) and the annotation file
+(``file`` relative to the annotation folder, ``size``, ``mtime_ns``, ``sha256`` of its bytes; null when
+the image has none), taken just before the image is read. An image counts as changed when its file, size
+or modification time differ (images are big: they are not hashed, so a replacement with the same size and
+the same modification time goes unnoticed); an annotation file counts as changed when its name, size or
+bytes differ (a file saved again with the same bytes is not a change). A changed image is segmented again
+and the run says why; so is one whose annotation file was removed (it becomes ``no_annotations``: its old
+masks leave the folder and the COCO file). A ``done`` entry without ``inputs`` (written by a version before
+they were recorded) is segmented again once, since nothing tells its result still fits; the summary counts
+these apart. When the classes or the result-deciding settings differ from the manifest's, every image is
+done again. Outputs are written under temporary names and moved into place, and the manifest is updated
+after each image, so an interrupted run followed by a rerun gives the outputs of one uninterrupted run.
+
+The output folder is never input: its result folders (``boxes/``, ``geo/``, ``class_index/``, ``colour/``,
+``instances/``) and, when it lies inside the image folder, the output folder itself are left out of the
+image scan (compared as resolved folders, through symbolic links), and an image or annotation folder inside
+one of its result folders is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from .annotations import (ClassList, dataset_classes, find_annotation_file, image_frame, read_annotation_file,
                           write_box_layer)
@@ -60,6 +76,7 @@ DONE, FAILED, NO_BOXES, NO_ANNOTATIONS, PENDING = "done", "failed", "no_boxes", 
 NON_RESULT_SETTINGS = ("batch_size", "embedding_cache", "cache_dir", "cache_limit_mb", "compile_decoder")
 MAX_PROBLEMS = 20  # annotation problems listed per image in the manifest (all are counted)
 MANIFEST_OVERHEAD = 0.05  # the manifest is rewritten at most this fraction of the run time (big datasets)
+UNRECORDED = "the earlier run did not record its inputs (an older version wrote the manifest)"
 
 
 @dataclass(frozen=True)
@@ -102,11 +119,76 @@ class ImageOutputs:
         """The files of a done image except the box layer (which failed images keep, for diagnosis)."""
         return [p for p in self.all() if p != self.boxes]
 
+    @classmethod
+    def folders(cls, output_dir: str) -> List[str]:
+        """The folders of ``output_dir`` that hold the images' files (``boxes``, ``geo``, …)."""
+        return sorted({os.path.dirname(p) for p in cls.of(output_dir, "image").all()})
+
+
+def file_record(path: str, relative: str, digest: bool = False) -> Dict:
+    """What the manifest records of an input file: ``file`` (``relative``), ``size``, ``mtime_ns`` and with
+    ``digest`` the SHA-256 of its bytes. OSError when it cannot be read."""
+    st = os.stat(path)
+    record = {"file": relative, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if digest:
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        record["sha256"] = sha.hexdigest()
+    return record
+
+
+def input_change(recorded, current: Dict) -> Optional[str]:
+    """Why an image done with the inputs ``recorded`` (its manifest entry's ``inputs``) must be segmented
+    again with the inputs ``current`` (see :meth:`DatasetJob.input_record`); None when they are the same."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("image"), dict):
+        return UNRECORDED
+    image, earlier = current["image"], recorded["image"]
+    if earlier.get("file") != image["file"]:
+        return f"image is now '{image['file']}' (was '{earlier.get('file')}')"
+    if (earlier.get("size"), earlier.get("mtime_ns")) != (image["size"], image["mtime_ns"]):
+        return "image changed since the earlier run"
+    annotation, earlier = current["annotation"], recorded.get("annotation")
+    if annotation is None:
+        return "annotation file removed since the earlier run" if earlier else None
+    if not isinstance(earlier, dict):
+        return f"annotation file '{annotation['file']}' added since the earlier run"
+    if earlier.get("file") != annotation["file"]:
+        return f"annotation file is now '{annotation['file']}' (was '{earlier.get('file')}')"
+    if (earlier.get("size"), earlier.get("sha256")) != (annotation["size"], annotation["sha256"]):
+        return "annotation file changed since the earlier run"
+    return None
+
+
+def _identity(path: str) -> Tuple:
+    """What identifies a folder: (device, inode) when it exists, else its resolved path."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+def _folder_inside(path: str, folders: Iterable[str]) -> Optional[str]:
+    """The folder of ``folders`` that ``path`` is or lies inside (resolved, through symbolic links), or None."""
+    wanted = {_identity(f): f for f in folders}
+    current = os.path.realpath(path)
+    while True:
+        if _identity(current) in wanted:
+            return wanted[_identity(current)]
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
 
 @dataclass
 class DatasetSummary:
     """What a dataset run did. ``done``: images segmented in this run; ``skipped``: done in an earlier run
-    and kept; ``boxes`` and ``status_counts``: boxes of the images segmented in this run."""
+    and kept; ``redone``: done in an earlier run but processed again because their inputs changed or (the
+    ``unrecorded`` of them) were not recorded (each also counted under its new status); ``boxes`` and
+    ``status_counts``: boxes of the images segmented in this run."""
 
     images: int
     done: int
@@ -123,11 +205,19 @@ class DatasetSummary:
     manifest: str
     coco: str
     failures: Dict[str, str] = field(default_factory=dict)
+    redone: int = 0
+    unrecorded: int = 0
 
     def describe(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items())) or "none"
+        redone = ""
+        if self.redone > self.unrecorded:
+            redone += f"; {self.redone - self.unrecorded} redone because their inputs changed"
+        if self.unrecorded:
+            redone += (f"; {self.unrecorded} redone because the earlier run did not record their inputs "
+                       "(its manifest was written by an older version)")
         lines = [f"Images: {self.images} — {self.done} segmented, {self.skipped} already done, {self.failed} failed, "
-                 f"{self.no_boxes} without boxes, {self.no_annotations} without annotation file",
+                 f"{self.no_boxes} without boxes, {self.no_annotations} without annotation file{redone}",
                  f"Boxes segmented: {self.boxes} ({counts}) in {self.seconds:.1f} s; backend: {self.backend or 'not loaded'}",
                  f"Classes: {len(self.classes)}", f"Output folder: {self.output_dir}",
                  f"Manifest: {self.manifest}", f"COCO: {self.coco}"]
@@ -135,17 +225,20 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
-def list_images(folder: str, recursive: bool = False, exclude: Optional[str] = None) -> List[Tuple[str, str]]:
+def list_images(folder: str, recursive: bool = False,
+                exclude: Union[None, str, Iterable[str]] = None) -> List[Tuple[str, str]]:
     """``(path, relative)`` of the images in ``folder`` (by extension, case-insensitive, hidden files left
-    out), sorted by relative path; ``exclude``: a folder whose contents are never listed (the output folder)."""
+    out), sorted by relative path; ``exclude``: folders (one or several) whose contents are never listed (the
+    output folder), compared with the subfolders as the folders they are (resolved, through symbolic links)."""
     folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise InputError(f"The image folder '{folder}' does not exist or is not a folder. Give the folder "
                          "holding the dataset's images.")
-    exclude = os.path.abspath(exclude) if exclude else None
+    excluded = {_identity(f) for f in ([exclude] if isinstance(exclude, str) else exclude or ())}
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(root, d) != exclude)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (excluded and _identity(os.path.join(root, d)) in excluded))
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 path = os.path.join(root, name)
@@ -201,8 +294,15 @@ class DatasetJob:
                              "Give the folder holding the annotation files (DOTA .txt, VOC/FAIR1M/HRSC .xml, .csv).")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise InputError(f"The output folder '{self.output_dir}' is a file. Give a folder.")
+        result_folders = ImageOutputs.folders(self.output_dir)
+        for role, folder in (("image", self.images_dir), ("annotation", self.annotations_dir)):
+            inside = _folder_inside(folder, result_folders)
+            if inside:
+                raise InputError(f"The {role} folder '{folder}' is inside the output folder's "
+                                 f"'{os.path.basename(inside)}/' folder, where this run writes (and replaces) its "
+                                 f"results. Give the folder of the dataset's own {role}s, or another output folder.")
         self.class_list = dataset_classes(self.dataset) if self.dataset else None
-        listed = list_images(self.images_dir, self.recursive, exclude=self.output_dir)
+        listed = list_images(self.images_dir, self.recursive, exclude=[self.output_dir] + result_folders)
         if not listed:
             raise InputError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in '{self.images_dir}'"
                              f"{' or its subfolders' if self.recursive else ''}.")
@@ -286,11 +386,36 @@ class DatasetJob:
                 manifest["images"][stem] = entry
         return manifest
 
-    def is_done(self, image: DatasetImage) -> bool:
-        """Done in an earlier run, with all its files in place."""
+    def input_record(self, image: DatasetImage) -> Optional[Dict]:
+        """The ``inputs`` of ``image`` as the manifest records them (see the module's "Resume"); None when they
+        cannot be read (the image then fails when segmented)."""
+        try:
+            annotation = None
+            if image.annotation:
+                relative = os.path.relpath(image.annotation, self.annotations_dir).replace(os.sep, "/")
+                annotation = file_record(image.annotation, relative, digest=True)
+            return {"image": file_record(image.path, image.relative), "annotation": annotation}
+        except OSError:
+            return None
+
+    def resume_state(self, image: DatasetImage, inputs: Optional[Dict]) -> Tuple[bool, Optional[str]]:
+        """``(done, why)``: whether ``image`` was done in an earlier run with all its files in place and the
+        inputs ``inputs`` (see :meth:`input_record`), and when it was done but must be segmented again, why."""
         entry = self.manifest["images"].get(image.stem, {})
-        return entry.get("status") == DONE and all(os.path.isfile(p) for p in
-                                                    ImageOutputs.of(self.output_dir, image.stem).all())
+        if entry.get("status") != DONE:
+            return False, None
+        if not all(os.path.isfile(p) for p in ImageOutputs.of(self.output_dir, image.stem).all()):
+            return False, None  # a lost file: done again, as before inputs were recorded
+        if image.error:
+            return False, "its annotation file cannot be chosen any more"
+        if inputs is None:
+            return False, "its inputs cannot be read any more"
+        why = input_change(entry.get("inputs"), inputs)
+        return why is None, why
+
+    def is_done(self, image: DatasetImage) -> bool:
+        """Done in an earlier run, with all its files in place and its inputs unchanged."""
+        return self.resume_state(image, self.input_record(image))[0]
 
     # -- work -------------------------------------------------------------------------------------
     def run(self) -> DatasetSummary:
@@ -310,12 +435,20 @@ class DatasetJob:
                 self.progress.check_cancelled()
                 prefix = f"image {k}/{n}: {image.stem}: "
                 weight = max(1, self.weights[image.stem])
-                if self.is_done(image):
+                inputs = self.input_record(image)  # before the image is read: a later change is seen next time
+                done, why = self.resume_state(image, inputs)
+                if done:
                     tally["skipped"] += 1
                     self.progress.info(prefix + "done in an earlier run, kept")
                 else:
+                    if why:
+                        tally["redone"] += 1
+                        tally["unrecorded"] += why == UNRECORDED
+                        self.progress.info(prefix + why + "; segmenting it again")
                     sub = ProgressSlice(self.progress, position / total, min(1.0, (position + weight) / total), prefix)
                     entry = self._process(image, sub)
+                    if inputs is not None:
+                        entry["inputs"] = inputs
                     self.manifest["images"][image.stem] = entry
                     self._save_manifest()
                     tally[entry["status"]] += 1
@@ -339,7 +472,8 @@ class DatasetJob:
                               boxes=sum(box_counts.values()), status_counts=dict(box_counts),
                               classes=list(self.classes), backend=self.backend.describe() if self.backend else "",
                               seconds=time.perf_counter() - started, output_dir=self.output_dir,
-                              manifest=self.manifest_path, coco=self.coco_path, failures=failures)
+                              manifest=self.manifest_path, coco=self.coco_path, failures=failures,
+                              redone=tally["redone"], unrecorded=tally["unrecorded"])
 
     def _process(self, image: DatasetImage, progress: Progress) -> Dict:
         """Segment one image and write its files; returns its manifest entry. Per-image errors become a
