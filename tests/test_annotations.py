@@ -280,6 +280,19 @@ def test_dota_without_header_and_class_ids_per_dataset_version(tmp_path):
     assert "'helipad' is not in the dota1.5 class list" in summary.problems[0].message
 
 
+def test_dota_class_names_with_spaces_and_detection_by_most_lines(tmp_path):
+    path = write(tmp_path, "P0005.txt", "1 2 3 4\n"  # an odd first line: the file is still DOTA
+                                        "10 20 40 20 40 35 10 35 small vehicle 1\n"
+                                        "10 20 40 20 40 35 10 35 large   vehicle\n"
+                                        "10 20 40 20 40 35 10 35 Boeing 737\n")
+    result = read_annotation_file(path)
+    assert result.format == "dota"
+    assert [(a.class_name, a.difficult, a.line) for a in result.annotations] == [
+        ("small vehicle", 1, 2), ("large vehicle", None, 3), ("Boeing", 737, 4)]  # a last number is the flag
+    (problem,) = result.problems
+    assert (problem.line, problem.number) == (1, 1) and "4 values" in problem.message
+
+
 def test_dataset_class_lists():
     assert len(DATASET_CLASSES["dota1.0"]) == 15 and len(DATASET_CLASSES["dota1.5"]) == 16
     assert DATASET_CLASSES["dota2.0"][:16] == DATASET_CLASSES["dota1.5"]  # ids are stable across versions
@@ -416,8 +429,9 @@ def test_format_detection_and_whole_file_problems(tmp_path):
     assert result.annotations == [] and problem.line == 4 and "not well-formed XML" in problem.message
 
     yolo = write(tmp_path, "yolo.txt", "0 0.5 0.5 0.2 0.1\n")
-    (problem,) = read_annotation_file(yolo).problems
-    assert "cannot be recognised" in problem.message and problem.source == yolo
+    problem, line = read_annotation_file(yolo).problems  # the whole file, then each line that is no DOTA line
+    assert "cannot be recognised" in problem.message and problem.source == yolo and problem.number is None
+    assert line.line == 1 and "looks like a YOLO line" in line.message
 
     other_xml = write(tmp_path, "coco.xml", "<dataset><image/></dataset>")
     assert "root element <dataset>" in read_annotation_file(other_xml).problems[0].message

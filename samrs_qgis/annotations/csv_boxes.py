@@ -74,7 +74,9 @@ def read_csv_boxes(path: str, image_name: Optional[str] = None) -> FileAnnotatio
         except csv.Error:
             dialect = csv.excel
         reader = csv.DictReader(f, dialect=dialect)
-        columns = find_columns(reader.fieldnames or [])
+        if reader.fieldnames is None:  # an empty file: no objects (for a dataset, an image without boxes)
+            return FileAnnotations(path, "csv")
+        columns = find_columns(reader.fieldnames)
         missing = [k for k in REQUIRED if k not in columns]
         if missing:
             raise RecordError(f"no column for {', '.join(missing)}; the header is {reader.fieldnames}. Name the "
