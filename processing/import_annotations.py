@@ -27,8 +27,9 @@ where QGIS shows an image without georeferencing. A CSV is restricted to the ima
 images); objects of other classes are reported as problems. Without it ids follow the sorted class names.</p>
 <p>Fields: <i>class_name</i>, <i>class_id</i>, <i>difficult</i>, <i>source</i> (file), <i>line</i>,
 <i>object_no</i>, and the format's own attributes. Objects that cannot be read are reported as warnings with
-their file and line (the first 50, then a count); the rest is written. Progress is reported per file; a
-cancelled import writes nothing.</p>"""
+their file and line (the first 50, then a count); the rest is written. A file without objects, a binary file
+and a file in no known format are reported too; when not a single object can be imported the algorithm fails
+and writes no layer. Progress is reported per file; a cancelled import writes nothing.</p>"""
 
 
 class ImportAnnotationsAlgorithm(SamrsAlgorithm):
@@ -64,7 +65,7 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
         return None
 
     def process(self, parameters, context, feedback):
-        from ..samrs_qgis.annotations import import_annotations
+        from ..samrs_qgis.annotations import NothingImported, import_annotations
 
         paths = [p for p in self.parameterAsFileList(parameters, self.ANNOTATIONS, context) if p]
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
@@ -83,16 +84,24 @@ class ImportAnnotationsAlgorithm(SamrsAlgorithm):
                                          "in .gpkg.")
         feedback.pushInfo(f"Reading {len(paths)} annotation path(s)" + (f" for image {image}" if image else
                                                                        " (no image: pixel space)"))
-        summary = import_annotations(paths, output, image_path=image,
-                                     fmt=reading["annotation_format"], dataset=reading["dataset"], progress=FeedbackProgress(feedback))
+        try:
+            summary = import_annotations(paths, output, image_path=image, fmt=reading["annotation_format"],
+                                         dataset=reading["dataset"], progress=FeedbackProgress(feedback))
+        except NothingImported as exc:  # every file's problems, then the error: no empty layer is written
+            _push_problems(feedback, exc.problems)
+            raise
         feedback.pushInfo(summary.describe(max_problems=0).splitlines()[0])
         for class_id, class_name, count in summary.classes:
             feedback.pushInfo(f"  class {class_id} {class_name}: {count}")
-        for problem in summary.problems[:MAX_PROBLEMS_SHOWN]:
-            feedback.pushWarning(str(problem))
-        if len(summary.problems) > MAX_PROBLEMS_SHOWN:
-            feedback.pushWarning(f"… and {len(summary.problems) - MAX_PROBLEMS_SHOWN} more problem(s) "
-                                 f"({len(summary.problems)} in all).")
+        _push_problems(feedback, summary.problems)
         return {self.OUTPUT: output, "ANNOTATION_COUNT": summary.annotations,
                 "PROBLEM_COUNT": len(summary.problems), "FILE_COUNT": summary.files,
                 "CLASS_COUNT": len(summary.classes)}
+
+
+def _push_problems(feedback, problems) -> None:
+    """The problems as warnings: the first :data:`MAX_PROBLEMS_SHOWN`, then a count."""
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        feedback.pushWarning(str(problem))
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        feedback.pushWarning(f"… and {len(problems) - MAX_PROBLEMS_SHOWN} more problem(s) ({len(problems)} in all).")

@@ -323,17 +323,24 @@ def _segment_dataset(args) -> int:
 # -- import-annotations ---------------------------------------------------------------------------
 
 def _import_annotations(args) -> int:
-    from .annotations import import_annotations
+    from .annotations import NothingImported, import_annotations
 
-    summary = import_annotations(args.annotations, args.out, image_path=args.image, fmt=args.annotation_format,
-                                 dataset=args.dataset, layer=args.layer_name)
+    def print_problems(problems) -> None:
+        for problem in problems[:MAX_PROBLEMS_SHOWN]:
+            print(f"problem: {problem}", file=sys.stderr)
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            print(f"… and {len(problems) - MAX_PROBLEMS_SHOWN} more problem(s)", file=sys.stderr)
+
+    try:
+        summary = import_annotations(args.annotations, args.out, image_path=args.image, fmt=args.annotation_format,
+                                     dataset=args.dataset, layer=args.layer_name)
+    except NothingImported as exc:  # every file's problems, then the error line (exit 2)
+        print_problems(exc.problems)
+        raise
     print(summary.describe(max_problems=0).splitlines()[0])
     for class_id, name, count in summary.classes:
         print(f"  class {class_id} {name}: {count}")
-    for problem in summary.problems[:MAX_PROBLEMS_SHOWN]:
-        print(f"problem: {problem}", file=sys.stderr)
-    if len(summary.problems) > MAX_PROBLEMS_SHOWN:
-        print(f"… and {len(summary.problems) - MAX_PROBLEMS_SHOWN} more problem(s)", file=sys.stderr)
+    print_problems(summary.problems)
     return 0
 
 

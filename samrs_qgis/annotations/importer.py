@@ -16,6 +16,35 @@ from .model import Annotation, Problem
 from ..progress import Progress
 
 READ_SHARE = 0.9  # of the progress: reading the files; the rest is writing the layer
+NO_OBJECTS = "has no objects (an empty annotation file, or only a header); nothing was imported from it"
+FILES_NAMED = 3  # files named in the message of an import that imported nothing; the rest are counted
+
+
+class NothingImported(InputError):
+    """No object could be imported from any of the files; nothing was written. ``problems`` says why, per file."""
+
+    def __init__(self, message: str, problems: List[Problem]):
+        super().__init__(message)
+        self.problems = problems
+
+
+def _named(files: Sequence[str]) -> str:
+    names = ", ".join(f"'{f}'" for f in files[:FILES_NAMED])
+    return names + (f" and {len(files) - FILES_NAMED} more file(s)" if len(files) > FILES_NAMED else "")
+
+
+def nothing_imported(files: Sequence[str], problems: List[Problem]) -> NothingImported:
+    """The error of an import that read no object at all: one line naming the files and the first reason."""
+    if all(p.message == NO_OBJECTS for p in problems):
+        return NothingImported(f"Nothing to import: the annotation file(s) {_named(files)} have no objects. Give "
+                               "annotation files that list objects; no box layer was written.", problems)
+    first = next(p for p in problems if p.message != NO_OBJECTS)
+    where = f"line {first.line}: " if first.line is not None else ""
+    what = f"object {first.number}: " if first.number is not None else ""
+    reason = str(first) if len(files) > 1 else f"{where}{what}{first.message}"  # one file: named once
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return NothingImported(f"No object could be imported from {_named(files)}: {reason}{more}. No box layer was "
+                           "written.", problems)
 
 
 @dataclass
@@ -97,6 +126,9 @@ def import_annotations(annotation_paths: Union[str, Sequence[str]], output_gpkg:
     without it ids follow sorted names.
 
     Malformed objects and unreadable files are reported in the summary's ``problems``; the rest is written.
+    A file without any object (empty, or only a header) is a problem too ("has no objects"). When not a
+    single object is imported from any file, :class:`NothingImported` (an ``InputError`` holding the
+    problems) is raised and no layer is written: an empty box layer is never the silent result of bad input.
 
     ``progress``: told the fraction done after each file (reading is 90 %, writing the layer the rest) and
     asked before each file and before writing whether to stop; a cancelled import raises
@@ -115,12 +147,16 @@ def import_annotations(annotation_paths: Union[str, Sequence[str]], output_gpkg:
         kept, class_problems = classify(result.annotations, class_list)
         annotations += kept
         problems += sorted(result.problems + class_problems, key=lambda p: (p.number or 0, p.line or 0))
+        if not result.annotations and not result.problems:
+            problems.append(Problem(path, None, None, NO_OBJECTS))
         progress.set_fraction(READ_SHARE * (number + 1) / len(files))
     if class_list is not None:
         class_ids = {name: class_list.index(name) for name in {a.class_name for a in annotations}}
     else:
         catalog = ClassCatalog.build([a.class_name for a in annotations], "str")
         class_ids = {name: i for i, name in catalog.as_list()}
+    if not annotations:
+        raise nothing_imported(files, problems)
     transform, crs_wkt = (frame.transform, frame.crs_wkt) if frame else (PIXEL_SPACE, "")
     progress.check_cancelled()  # the last moment to stop: nothing is written before this line
     write_box_layer(output_gpkg, annotations, class_ids, transform, crs_wkt, layer)
