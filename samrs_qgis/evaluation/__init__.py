@@ -21,6 +21,12 @@ Rules:
   than a pixel centre) cannot be scored: it is listed in ``skipped_reference`` and left out, with the
   produced mask of the same key.
 * An empty produced mask is no detection for AP (it cannot match anything; its reference counts as missed).
+* Zeros are never silent: when no produced mask of an image matches a reference instance by key (key
+  fields that do not correspond, or produced masks holding no instance at all) or every matched produced
+  mask is empty, the evaluation warns through its progress (the CLI prints ``warning: …``, Processing
+  pushes it) and still scores the image: IoU 0, missed for AP. This is not an error, not even when the
+  produced masks are empty everywhere: a method that found nothing is truly scored 0, and compare and
+  ablation tables keep its row.
 * Class of an instance: the reference's class field when given (and not empty), else the produced
   ``class_name``. An instance left without a class (no class field, no produced feature, or instance
   rasters) takes the evaluation's only class when there is exactly one, ``object`` (the engine's class
