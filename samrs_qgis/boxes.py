@@ -77,10 +77,27 @@ class PixelBox:
         return x1 - x0, y1 - y0
 
 
-def read_box_file(path: str, layer: Optional[str] = None) -> BoxSource:
-    """Open a box layer from any OGR source (GPKG, Shapefile, GeoJSON, FlatGeobuf, …) with fiona."""
+def check_layer_name(path: str, layer: str, what: str) -> None:
+    """Raise an InputError listing the layers of ``path`` when it has none called ``layer`` (GDAL's own message
+    is a bare "Null layer"). ``what`` names the source in the message, e.g. "Box layer 'boxes.gpkg'"."""
     import fiona
 
+    try:
+        layers = fiona.listlayers(path)
+    except Exception:  # not an OGR source: opening it reports that
+        return
+    if layer not in layers:
+        raise InputError(f"{what} has no layer '{layer}'; its layers are: {', '.join(layers) or '(none)'}. "
+                         "Name one of them.")
+
+
+def read_box_file(path: str, layer: Optional[str] = None) -> BoxSource:
+    """Open a box layer from any OGR source (GPKG, Shapefile, GeoJSON, FlatGeobuf, …) with fiona; a ``layer``
+    the source does not have is an InputError listing the layers it has."""
+    import fiona
+
+    if layer:
+        check_layer_name(path, layer, f"Box layer '{path}'")
     try:
         collection = fiona.open(path, layer=layer) if layer else fiona.open(path)
     except Exception as exc:  # fiona raises several types for unreadable sources

@@ -262,8 +262,19 @@ def check_options(options) -> None:
         raise InputError("The SAM backend needs a checkpoint (.pth): download sam_vit_b_01ec64.pth, "
                          "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth (python -m samrs_qgis download-checkpoints), "
                          "or choose the GrabCut backend.")
+    if backend == "sam" and os.path.isdir(options.checkpoint):  # a common slip: the download folder
+        try:
+            inside = sorted(n for n in os.listdir(options.checkpoint) if n.lower().endswith(".pth"))
+        except OSError:
+            inside = []
+        if inside:
+            raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder; give the .pth file inside it "
+                             f"({', '.join(inside[:3])}{', …' if len(inside) > 3 else ''}).")
+        raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder without a .pth file; give the path of "
+                         "a SAM checkpoint file (python -m samrs_qgis download-checkpoints fetches the official ones).")
     if backend == "sam" and not os.path.isfile(options.checkpoint):
-        raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist.")
+        raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist. Give the path of a SAM checkpoint "
+                         "file (.pth); python -m samrs_qgis download-checkpoints fetches the official ones.")
     backend_class(backend).check_prompt_mode(options.prompt)
 
 

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..boxes import check_layer_name
 from ..errors import InputError
 from ..georef import defined_crs_wkt
 from ..progress import Progress
@@ -72,11 +73,15 @@ class _ToPixels:
             src, dst = CRS.from_wkt(layer_crs_wkt), CRS.from_wkt(grid_wkt)
             if not src.equals(dst, ignore_axis_order=True):
                 self.transformer = Transformer.from_crs(src, dst, always_xy=True)
-        elif bool(layer_crs_wkt) != bool(grid_wkt):
-            which = f"the grid raster '{grid.path}'" if not grid_wkt else layer_label
-            raise InputError(f"{which[0].upper()}{which[1:]} has no CRS, so its polygons cannot be placed on the "
-                             f"grid of '{grid.path}'. Assign the right CRS to it (in QGIS: Layer Properties > "
-                             "Source, or `ogr2ogr -a_srs` / `gdal_edit.py -a_srs`).")
+        elif layer_crs_wkt:  # and the grid has none
+            raise InputError(f"The grid raster '{grid.path}' has no CRS but the {layer_label} has one, so the "
+                             "polygons cannot be placed on its pixels. Assign the right CRS to the raster "
+                             "(`gdal_edit.py -a_srs EPSG:…`, or in QGIS: Layer Properties > Source), or give as "
+                             "grid the georeferenced source image.")
+        elif grid_wkt:  # and the layer has none
+            raise InputError(f"The {layer_label} has no CRS, so its polygons cannot be placed on the grid of "
+                             f"'{grid.path}'. Assign the right CRS to the layer (`ogr2ogr -a_srs EPSG:…`, or in "
+                             "QGIS: Layer Properties > Source).")
 
     def _coords(self, x, y):
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -157,6 +162,8 @@ def read_polygon_masks(spec: PolygonMasks, role: str, grid: Grid, key_field: str
     from shapely.geometry import shape
 
     label = f"{role} layer '{spec.path}'" + (f" (layer '{spec.layer}')" if spec.layer else "")
+    if spec.layer:
+        check_layer_name(spec.path, spec.layer, f"The {role} masks '{spec.path}'")
     try:
         collection = fiona.open(spec.path, layer=spec.layer) if spec.layer else fiona.open(spec.path)
     except Exception as exc:  # fiona raises several types for unreadable sources
