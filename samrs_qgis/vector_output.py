@@ -42,8 +42,9 @@ RESULT_FIELDS = {
 def vector_driver(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in VECTOR_DRIVERS:
-        raise InputError(f"The polygon output '{path}' has an extension OGR formats are not chosen by here. "
-                         f"Use one of: {', '.join(VECTOR_DRIVERS)}.")
+        raise InputError(f"The polygon output '{path}' ends in '{ext or '(no extension)'}', which names no vector "
+                         f"format the polygons can be written as. Give a name ending in one of: "
+                         f"{', '.join(VECTOR_DRIVERS)}.")
     return VECTOR_DRIVERS[ext]
 
 
