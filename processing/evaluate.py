@@ -96,7 +96,7 @@ class EvaluateAlgorithm(SamrsAlgorithm):
         return InstanceRaster(raster_layer_path(layer, f"{role} raster"))
 
     def process(self, parameters, context, feedback):
-        from ..samrs_qgis.evaluation import evaluate, write_instances_csv, write_metrics_csv
+        from ..samrs_qgis.evaluation import check_table_outputs, evaluate, write_instances_csv, write_metrics_csv
 
         produced = self._source(parameters, context, self.PRODUCED, self.PRODUCED_RASTER, "produced")
         reference = self._source(parameters, context, self.REFERENCE, self.REFERENCE_RASTER, "reference")
@@ -110,6 +110,8 @@ class EvaluateAlgorithm(SamrsAlgorithm):
         instances_path = self.parameterAsFileOutput(parameters, self.OUTPUT_INSTANCES, context) or None
         values = setting_values(self, parameters, context, MATCHING_SETTINGS)
         matching = MatchingOptions(**{k: v for k, v in values.items() if v is not None})  # blank: the default
+        check_table_outputs([(produced, reference, grid)],
+                            {"metrics table": metrics_path, "per-instance table": instances_path})
         result = evaluate(produced, reference, grid, **asdict(matching), progress=FeedbackProgress(feedback))
         write_metrics_csv(result, metrics_path)
         if instances_path:

@@ -381,10 +381,11 @@ def _report(args) -> int:
 def _evaluate(args) -> int:
     from dataclasses import asdict
 
-    from .evaluation import evaluate_dataset, write_instances_csv, write_metrics_csv
+    from .evaluation import check_table_outputs, evaluate_dataset, write_instances_csv, write_metrics_csv
     from .evaluation.pairing import evaluation_pairs
 
     pairing = evaluation_pairs(args.produced, args.reference, args.grid, args.pair or ())
+    check_table_outputs(pairing.pairs, {"metrics table": args.metrics, "per-instance table": args.instances_csv})
     for stem in pairing.unpaired:
         print(f"warning: '{stem}' is in only one of the produced and reference folders; left out", file=sys.stderr)
     progress = BarProgress(quiet=args.quiet)
@@ -423,7 +424,7 @@ def _print_comparison(results) -> None:
 def _compare(args) -> int:
     from dataclasses import asdict
 
-    from .evaluation import evaluate, write_comparison_csv
+    from .evaluation import check_table_outputs, evaluate, write_comparison_csv
 
     named = []
     for text in args.produced:
@@ -433,6 +434,7 @@ def _compare(args) -> int:
         if name in dict(named):
             raise InputError(f"The name '{name}' is given twice. Give each produced mask set its own name.")
         named.append((name, path))
+    check_table_outputs([(path, args.reference, args.grid) for _, path in named], {"comparison table": args.out})
     results = {}
     progress = BarProgress(quiet=args.quiet)
     try:

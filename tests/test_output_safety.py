@@ -186,3 +186,29 @@ def test_ablation_refuses_to_write_over_its_reference(scene):
     bad(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", tmp_path / "abl", "--prompts", "box",
                 "--quiet"), "box mask polygons output", "reference masks")
     assert digest(reference) == before
+
+
+def test_evaluation_tables_never_replace_the_masks_they_score(tmp_path):
+    produced, reference = td.write_squares(tmp_path)
+    grid = td.scene_raster(tmp_path / "grid.tif")
+    before = {p: digest(p) for p in (produced, reference)}
+    bad(run_cli("evaluate", produced, reference, "--grid", grid, "--metrics", reference, "--quiet"),
+        "metrics table output", "reference masks")
+    bad(run_cli("evaluate", produced, reference, "--grid", grid, "--metrics", tmp_path / "a.csv",
+                "--instances-csv", tmp_path / "a.csv", "--quiet"), "are the same file")
+    bad(run_cli("compare", f"one={produced}", "--reference", reference, "--grid", grid, "--out", produced, "--quiet"),
+        "comparison table output", "produced masks")
+    assert {p: digest(p) for p in (produced, reference)} == before and not (tmp_path / "a.csv").exists()
+
+
+def test_evaluate_algorithm_refuses_to_write_over_its_reference(qgis_app, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    produced, reference = td.write_squares(tmp_path)
+    grid = td.scene_raster(tmp_path / "grid.tif")
+    before = digest(reference)
+    with pytest.raises(QgsProcessingException, match="would destroy an input"):
+        processing.run("samrs:evaluate", {"PRODUCED": produced, "REFERENCE": reference, "GRID": grid,
+                                          "OUTPUT_METRICS": reference})
+    assert digest(reference) == before

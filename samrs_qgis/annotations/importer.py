@@ -11,6 +11,7 @@ from ..errors import InputError
 from .dataset_classes import ClassList, dataset_classes
 from .formats import EXTENSIONS, format_name, read_annotation_file
 from ..georef import PIXEL_SPACE, image_frame
+from ..path_safety import check_output_paths
 from .layer import write_box_layer
 from .model import Annotation, Problem
 from ..progress import Progress
@@ -138,6 +139,8 @@ def import_annotations(annotation_paths: Union[str, Sequence[str]], output_gpkg:
     fmt = format_name(fmt)
     class_list = dataset_classes(dataset) if dataset else None
     files = annotation_files(annotation_paths, fmt)
+    check_output_paths({"box layer": output_gpkg},
+                       dict({f"annotation file {n + 1}": f for n, f in enumerate(files)}, image=image_path))
     frame = image_frame(image_path) if image_path else None
     annotations: List[Annotation] = []
     problems: List[Problem] = []

@@ -53,12 +53,12 @@ from .polygons import DENSIFY_PARTS, STATUS_OK
 from .results import OVERALL, EvaluationResult, InstanceScore, MetricsRow
 from .run import evaluate, evaluate_dataset
 from .sources import RASTER_EXTENSIONS, EvaluationPair, InstanceRaster, Key, MaskSource, PolygonMasks
-from .tables import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, write_comparison_csv,
-                     write_instances_csv, write_metrics_csv)
+from .tables import (COMPARISON_COLUMNS, INSTANCE_COLUMNS, METRICS_COLUMNS, check_table_outputs,
+                     write_comparison_csv, write_instances_csv, write_metrics_csv)
 
 __all__ = ["evaluate", "evaluate_dataset", "EvaluationPair", "PolygonMasks", "InstanceRaster", "MaskSource", "Key",
            "Grid", "read_grid", "EvaluationResult", "MetricsRow", "InstanceScore",
-           "write_metrics_csv", "write_instances_csv", "write_comparison_csv", "OVERALL", "DEFAULT_CLASS",
+           "check_table_outputs", "write_metrics_csv", "write_instances_csv", "write_comparison_csv", "OVERALL", "DEFAULT_CLASS",
            "UNKNOWN_CLASS", "DEFAULT_SCORE", "STATUS_OK", "CHUNK_PIXELS", "DENSIFY_PARTS", "RLE_LIMIT",
            "RASTER_EXTENSIONS", "METRICS_COLUMNS", "INSTANCE_COLUMNS", "COMPARISON_COLUMNS", "ScoredImage",
            "coco_mask_ap", "overlap_clusters"]

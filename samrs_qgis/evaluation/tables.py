@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from ..errors import InputError
+from ..path_safety import check_output_paths
 from ..transaction import write_text_files
 from .results import EvaluationResult, MetricsRow
+from .sources import EvaluationPair
 
 METRICS_COLUMNS = ("class", "instances", "mean_iou", "weighted_iou", "ap", "ap50", "ap75", "unmatched_produced")
 INSTANCE_COLUMNS = ("key", "class", "iou", "intersection_px", "union_px", "produced_px", "reference_px", "image")
@@ -67,3 +69,17 @@ def write_comparison_csv(results: Mapping[str, EvaluationResult], path: str) -> 
         raise InputError("No results to compare. Give at least one named evaluation result.")
     rows = ([name] + _metric_values(result.overall) for name, result in results.items())
     return _write_csv_atomic(path, COMPARISON_COLUMNS, rows, "comparison table")
+
+
+def check_table_outputs(pairs: Sequence, tables: Mapping[str, Optional[str]]) -> None:
+    """Refuse tables (role -> path or None) that would replace a produced, reference or grid file of ``pairs``
+    (as evaluate_dataset takes them: tuples or EvaluationPairs of paths or mask sources) or each other;
+    before any work."""
+    inputs = {}
+    for n, pair in enumerate(pairs):
+        items = (pair.produced, pair.reference, pair.grid_raster) if isinstance(pair, EvaluationPair) else pair[:3]
+        for role, item in zip(("produced masks", "reference masks", "grid raster"), items):
+            path = getattr(item, "path", item)
+            if path:
+                inputs[f"{role} {n + 1}" if len(pairs) > 1 else role] = str(path)
+    check_output_paths(tables, inputs)
