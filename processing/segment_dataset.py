@@ -27,7 +27,8 @@ image, same name (DOTA .txt, VOC/DIOR/FAIR1M/HRSC2016 .xml, CSV), in the annotat
 mirroring the image's. <b>Dataset class list</b>: fixes the class ids (objects of other classes are left out and
 reported); without it ids follow the sorted class names of all files.</p>
 <p>The run can be resumed: images done by an earlier run into the same folder with the same classes and settings
-are kept (counted as skipped). An image that cannot be segmented is reported as a warning and the run goes on.
+are kept (counted as skipped), unless their image or annotation file changed since (then they are segmented
+again, counted as redone). An image that cannot be segmented is reported as a warning and the run goes on.
 The model, prompt and post-processing parameters are those of <i>Segment detection boxes with SAM</i>.</p>"""
 
 
@@ -56,7 +57,9 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
         self.addOutput(QgsProcessingOutputFile("COCO", "COCO instances (coco_instances.json)"))
         self.addOutput(QgsProcessingOutputString("BACKEND_USED", "Backend used"))
         for key, label in (("IMAGE", "Images"), ("DONE", "Images segmented"),
-                           ("SKIPPED", "Images done by an earlier run (kept)"), ("FAILED", "Images failed"),
+                           ("SKIPPED", "Images done by an earlier run (kept)"),
+                           ("REDONE", "Images done by an earlier run, segmented again (their inputs changed)"),
+                           ("FAILED", "Images failed"),
                            ("NO_BOXES", "Images without boxes (empty or no annotation file)"),
                            ("NO_ANNOTATIONS", "Images without annotation file"), ("BOX", "Boxes segmented")):
             self.addOutput(QgsProcessingOutputNumber(f"{key}_COUNT", label))
@@ -86,6 +89,6 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
             feedback.pushWarning(note)
         return {self.OUTPUT: summary.output_dir, "MANIFEST": summary.manifest, "COCO": summary.coco,
                 "BACKEND_USED": summary.backend, "IMAGE_COUNT": summary.images, "DONE_COUNT": summary.done,
-                "SKIPPED_COUNT": summary.skipped, "FAILED_COUNT": summary.failed,
+                "SKIPPED_COUNT": summary.skipped, "REDONE_COUNT": summary.redone, "FAILED_COUNT": summary.failed,
                 "NO_BOXES_COUNT": summary.no_boxes + summary.no_annotations,
                 "NO_ANNOTATIONS_COUNT": summary.no_annotations, "BOX_COUNT": summary.boxes}

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "VOC/DIOR/FAIR1M/HRSC2016 .xml, .csv) are in ANNOTATIONS, and write the SAMRS layout into "
                     "--out-dir: boxes/, geo/ (rasters and mask polygons per image), class_index/, colour/, "
                     "instances/, coco_instances.json and manifest.json. A rerun into the same folder keeps the "
-                    "images already done. Images that fail are listed; the run goes on.",
+                    "images already done whose image and annotation file have not changed since (changed ones are "
+                    "segmented again). Images that fail are listed; the run goes on.",
         epilog=f"Exit status: 0 when every image was segmented (or had been), {EXIT_IMAGES_FAILED} when some images "
                f"failed (the others are done and listed in manifest.json), {EXIT_INPUT_ERROR} on bad input "
                f"(nothing written), {EXIT_CANCELLED} when interrupted.")
