@@ -12,6 +12,7 @@ import pytest
 
 import tools_data as td
 from support import pixel_box, read_features, write_boxes, write_raster
+from test_tools_processing import RecordingFeedback, run
 
 REPO = Path(__file__).resolve().parent.parent
 IMPORT, EVALUATE, SEGMENT = "samrs:importannotations", "samrs:evaluate", "samrs:segmentboxes"
@@ -43,31 +44,6 @@ def error_line(result):
     """The one line the command line prints for an error."""
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("samrs: error:")]
     return line
-
-
-class RecordingFeedback:
-    """A QgsProcessingFeedback that keeps the warnings it is given."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.warnings = []
-
-            def pushWarning(self, text):  # noqa: N802
-                self.warnings.append(text)
-                super().pushWarning(text)
-
-        return _Feedback()
-
-
-def run(alg, params, feedback=None):
-    import processing
-    from qgis.core import QgsProcessingFeedback
-
-    return processing.run(alg, params, feedback=feedback or QgsProcessingFeedback())
 
 
 def failure(alg, params, feedback=None):
