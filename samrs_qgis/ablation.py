@@ -101,7 +101,10 @@ def raster_ablation(raster: str, boxes_path: str, layer: Optional[str], referenc
         return evaluate(polygons, reference, raster, **dataclasses.asdict(matching), name=mode,
                         progress=evaluating), run
 
-    return _compare_modes(modes, out_dir, progress, run_mode)
+    try:
+        return _compare_modes(modes, out_dir, progress, run_mode)
+    finally:
+        backend.close()
 
 
 def dataset_ablation(images: str, annotations: str, reference: str, out_dir: str, options, matching,
@@ -129,4 +132,7 @@ def dataset_ablation(images: str, annotations: str, reference: str, out_dir: str
         return (evaluate_dataset(pairing.pairs, **dataclasses.asdict(matching), progress=evaluating),
                 summary.describe().splitlines()[0])
 
-    return _compare_modes(modes, out_dir, progress, run_mode)
+    try:
+        return _compare_modes(modes, out_dir, progress, run_mode)
+    finally:
+        backend.close()

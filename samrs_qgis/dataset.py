@@ -271,6 +271,7 @@ class DatasetJob:
         self.annotation_format = annotation_format
         self.recursive = recursive
         self.backend = backend
+        self._owns_backend = backend is None  # made here on the first image with boxes, closed at the end
         self.images: List[DatasetImage] = []
         self.classes: List[str] = []
         self.class_list: Optional[ClassList] = None
@@ -467,6 +468,8 @@ class DatasetJob:
             self._write_coco()
         finally:
             self._save_manifest(force=True)  # also after a cancellation or an error: it lists finished work
+            if self._owns_backend and self.backend is not None:
+                self.backend.close()
         return DatasetSummary(images=n, done=tally[DONE], skipped=tally["skipped"], failed=tally[FAILED],
                               no_boxes=tally[NO_BOXES], no_annotations=tally[NO_ANNOTATIONS],
                               boxes=sum(box_counts.values()), status_counts=dict(box_counts),

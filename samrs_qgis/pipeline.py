@@ -362,9 +362,14 @@ class SegmentJob:
         self.prepared = prepare_run(self.raster_path, self.source, self.outputs, self.options, self._backend)
 
     def run(self) -> RunSummary:
-        if self.prepared is None:
-            self.prepare()
-        return run_prepared(self.prepared, self.progress)
+        """Segment and write the outputs; a backend the job loaded itself is closed at the end."""
+        try:
+            if self.prepared is None:
+                self.prepare()
+            return run_prepared(self.prepared, self.progress)
+        finally:
+            if self._backend is None and self.prepared is not None:
+                self.prepared.backend.close()
 
 
 def segment_boxes(raster_path: str, boxes: BoxSource, outputs: OutputPaths,

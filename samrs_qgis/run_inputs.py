@@ -101,6 +101,7 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     options = resolve_backend(options)
     check_options(options)
     raster = RasterInput(raster_path, options.bands, options.stretch)
+    given_backend = backend
     try:
         boxes, catalog = _place_boxes(raster_path, raster, source, options)
         if backend is None:
@@ -108,6 +109,8 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
         backend.check_prompt_mode(options.prompt)  # a backend given by the caller may be another than options say
     except BaseException:
         raster.close()
+        if backend is not None and backend is not given_backend:
+            backend.close()
         raise
     return PreparedRun(raster_path=raster_path, raster=raster, layer_fields=dict(source.fields), boxes=tuple(boxes),
                        catalog=catalog, outputs=outputs, options=options, backend=backend)

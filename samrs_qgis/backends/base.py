@@ -99,3 +99,7 @@ class Backend:
 
     def describe(self) -> str:
         return self.name
+
+    def close(self) -> None:
+        """Free the model and what the device keeps for it; the backend is not used afterwards (describe()
+        still works). Whoever made a backend closes it, in a ``finally``."""

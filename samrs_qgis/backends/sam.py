@@ -136,6 +136,14 @@ class SamBackend(Backend):
         self.decoder = WindowMaskDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
         self._compiled_noted = False
 
+    def close(self) -> None:
+        if self.model is None:
+            return
+        self._description = self.describe()  # what the outputs record, also after closing
+        self.decoder = self.predictor = self.model = None  # nothing else holds them (no reference cycles)
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()  # give the freed blocks back to the driver, for QGIS's next run
+
     @classmethod
     def from_options(cls, options) -> "SamBackend":
         return cls(options.checkpoint, options.model_type, options.device, options.multimask, options.precision)
@@ -242,5 +250,7 @@ class SamBackend(Backend):
                           score=score) for grid, row, col, score in results]
 
     def describe(self) -> str:
+        if self.model is None:
+            return self._description
         compiled = ", compiled decoder" if self.compiled else ""
         return f"SAM {self.model_type} ({self.checkpoint}) on {self.device}, {self.precision}{compiled}"

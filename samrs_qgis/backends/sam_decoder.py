@@ -134,25 +134,25 @@ class WindowMaskDecoder:
         self.dtype = dtype
         self.decoder = copy.deepcopy(model.mask_decoder).to(dtype) if dtype is not None else model.mask_decoder
         self.window: Optional[WindowTensors] = None
-        self.transformer = self._eager_transformer
-        self.compiled = False
+        # The compiled transformer, or None for eager. A function, never a bound method of self: a bound
+        # method kept on the object is a reference cycle that holds the whole model (on its device) until
+        # a full garbage collection.
+        self._compiled_transformer = None
 
-    def _eager_transformer(self, tokens, w: WindowTensors):
-        return transformer_for_boxes(self.decoder.transformer, tokens, w.keys, w.key_pe,
-                                     w.first_keys, w.first_values, w.first_queries)
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_transformer is not None
+
+    def transformer(self, tokens, w: WindowTensors):
+        run = self._compiled_transformer or transformer_for_boxes
+        return run(self.decoder.transformer, tokens, w.keys, w.key_pe, w.first_keys, w.first_values, w.first_queries)
 
     def compile(self) -> None:
         """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
-        compiled = _torch().compile(transformer_for_boxes, dynamic=False)
-        transformer = self.decoder.transformer
-
-        def run(tokens, w: WindowTensors):
-            return compiled(transformer, tokens, w.keys, w.key_pe, w.first_keys, w.first_values, w.first_queries)
-
-        self.transformer, self.compiled = run, True
+        self._compiled_transformer = _torch().compile(transformer_for_boxes, dynamic=False)
 
     def uncompile(self) -> None:
-        self.transformer, self.compiled = self._eager_transformer, False
+        self._compiled_transformer = None
 
     def set_embedding(self, features) -> None:
         """Take a window's image embedding (1, c, 64, 64) and compute its box-independent tensors."""
