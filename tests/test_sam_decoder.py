@@ -120,3 +120,29 @@ def test_bfloat16_decoder_agrees_with_fp32(tiny_sam_checkpoint):
         confident = np.abs(a.grid) > 0.05 * np.abs(a.grid).max()
         assert ((a.grid > 0) == (b.grid > 0))[confident].mean() > 0.99
         assert b.score == pytest.approx(a.score, abs=0.02)
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_prompt_encoder_runs_in_fp32_under_reduced_precision(tiny_sam_checkpoint, precision, dtype):
+    """The positional encoding of box corners (and of the image grid) stays fp32 under the backend's autocast,
+    bf16 on the CPU as run today, and fp16 as on CUDA (autocast runs fp16 on the CPU too)."""
+    frame = np.random.default_rng(7).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    backend = SamBackend(tiny_sam_checkpoint, device="cpu", precision="bf16")
+    pe_layer, seen = backend.model.prompt_encoder.pe_layer, []
+    encoding = pe_layer._pe_encoding  # what both the image grid's and the box corners' encodings go through
+
+    def recording(coords):  # like a forward hook, for the method forward() and forward_with_coords() share
+        out = encoding(coords)
+        seen.append(out.dtype)
+        return out
+
+    pe_layer._pe_encoding = recording
+    try:
+        backend.encode(frame)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+            backend.decoder.decode(torch.as_tensor(sam_box_prompt(BOXES)), None, False)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+            assert encoding(torch.rand(1, 4, 2)).dtype == dtype  # what it would be, left under autocast
+    finally:
+        del pe_layer._pe_encoding
+    assert len(seen) >= 2 and set(seen) == {torch.float32}  # the image grid's and the boxes' encodings

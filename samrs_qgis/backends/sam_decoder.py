@@ -123,8 +123,8 @@ class WindowMaskDecoder:
     under autocast every linear layer would cast the 4096 image tokens per box to bf16 and every layer
     norm back to fp32, and those copies cost more than the arithmetic (measured here: 18.3 -> 13.8
     ms/box, masks agreeing with fp32 as closely as autocast's, 0.997 on random weights). The prompt
-    encoder stays in fp32 (its positional encoding needs it). Without ``dtype``, the caller's autocast
-    (or fp32) applies.
+    encoder always runs in fp32, also under the caller's autocast (its positional encoding needs it).
+    Without ``dtype``, the caller's autocast (or fp32) applies to the mask decoder.
     """
 
     def __init__(self, model, dtype=None):
@@ -165,6 +165,11 @@ class WindowMaskDecoder:
 
         if self.dtype is None:
             return contextlib.nullcontext()
+        return self._fp32()
+
+    def _fp32(self):
+        """No autocast: the prompt encoder's positional encoding maps coordinates in [-1, 1] through sines of
+        random frequencies; rounded to bf16/fp16 first, a box corner moves by about a pixel at 1024."""
         return _torch().autocast(self.decoder.iou_token.weight.device.type, enabled=False)
 
     def _cast(self, tensor):
@@ -175,7 +180,8 @@ class WindowMaskDecoder:
         first = self.decoder.transformer.layers[0]
         to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the dense prompt when no mask is given
-        image_pe = self._cast(prompt.get_dense_pe())
+        with self._fp32():
+            image_pe = self._cast(prompt.get_dense_pe())
         features = self._cast(features)
         keys = (features + self._cast(dense)).flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
@@ -199,7 +205,8 @@ class WindowMaskDecoder:
         is padding for a compiled batch shape). ``multimask`` picks the best of SAM's three
         candidates by predicted IoU, else SAM's single-mask output.
         """
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        with self._fp32():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
         with self._native():
             return self._decode(sparse, dense, masks is not None, regions, multimask,
                                 sparse.shape[0] if count is None else count)
