@@ -82,7 +82,7 @@ def raster_ablation(raster: str, boxes_path: str, layer: Optional[str], referenc
     from .pipeline import OutputPaths, SegmentJob
 
     progress = progress or Progress()
-    backend = make_backend(_cached(options, options.prompt))
+    backend = make_backend(_cached(options, options.prompt), progress)
     modes = ablation_modes(modes, backend, reference)
     stem = os.path.splitext(os.path.basename(raster))[0]
     outputs = dict(_tables(out_dir, modes), **{f"{mode} mask polygons": os.path.join(out_dir, mode, f"{stem}_masks.gpkg")
@@ -118,7 +118,7 @@ def dataset_ablation(images: str, annotations: str, reference: str, out_dir: str
     from .evaluation.pairing import folder_pairs
 
     progress = progress or Progress()
-    backend = make_backend(_cached(options, options.prompt))
+    backend = make_backend(_cached(options, options.prompt), progress)
     modes = ablation_modes(modes, backend, reference)
     if not os.path.isdir(reference):
         raise InputError(f"The reference '{reference}' must be a folder of reference masks named after the images.")

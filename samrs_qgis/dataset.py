@@ -498,7 +498,7 @@ class DatasetJob:
             return entry
         progress.info(f"{len(annotations)} boxes")
         if self.backend is None:
-            self.backend = make_backend(self.options)  # once for the whole dataset: the model stays loaded
+            self.backend = make_backend(self.options, self.progress)  # once for the dataset: the model stays loaded
             # whether compiling the decoder pays off is a question of the whole dataset, not of one image
             maybe_compile_decoder(self.backend, sum(self.weights.values()), self.options.compile_decoder,
                                   self.progress)

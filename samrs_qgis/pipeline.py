@@ -359,7 +359,8 @@ class SegmentJob:
 
     def prepare(self) -> None:
         """Check all inputs and load the backend; raises :class:`InputError` naming the input at fault."""
-        self.prepared = prepare_run(self.raster_path, self.source, self.outputs, self.options, self._backend)
+        self.prepared = prepare_run(self.raster_path, self.source, self.outputs, self.options, self._backend,
+                                    self.progress)
 
     def run(self) -> RunSummary:
         """Segment and write the outputs; a backend the job loaded itself is closed at the end."""

@@ -91,8 +91,9 @@ def instance_ids(features: Sequence[BoxFeature], id_field: Optional[str]) -> Lis
 
 
 def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, options: SegmentOptions,
-                backend: Optional[Backend] = None) -> PreparedRun:
-    """Check all inputs and place the boxes; load the backend the options name unless ``backend`` is given.
+                backend: Optional[Backend] = None, progress=None) -> PreparedRun:
+    """Check all inputs and place the boxes; load the backend the options name unless ``backend`` is given
+    (its notes, e.g. why it runs on the CPU, go to ``progress``).
 
     Raises :class:`InputError` naming the input at fault. The box features' map geometries are dropped
     (only their pixel-space polygons are used from here on).
@@ -105,7 +106,7 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     try:
         boxes, catalog = _place_boxes(raster_path, raster, source, options)
         if backend is None:
-            backend = make_backend(options)
+            backend = make_backend(options, progress)
         backend.check_prompt_mode(options.prompt)  # a backend given by the caller may be another than options say
     except BaseException:
         raster.close()

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .annotations import DATASET_CLASSES, FORMATS
 from .backends import BACKEND_CLASSES, backend_class
-from .backends.sam import DEVICES, PRECISIONS
+from .backends.devices import DEVICES, PRECISIONS
 from .backends.sam_checkpoint import MODEL_TYPES
 from .errors import InputError
 from .prompts import PROMPT_MODES

@@ -25,11 +25,14 @@ def backend_class(name: str) -> Type[Backend]:
     return getattr(importlib.import_module(module, __package__), cls)
 
 
-def make_backend(options) -> Backend:
+def make_backend(options, progress=None) -> Backend:
     """The backend ``options.backend`` names (options: :class:`samrs_qgis.settings.SegmentOptions`; ``auto``
     as :func:`samrs_qgis.settings.resolve_backend` resolves it), loaded and ready (checkpoint errors surface
-    here)."""
+    here); its notes (e.g. why it runs on the CPU) go to ``progress`` as warnings."""
     from ..settings import resolve_backend  # not at the top: settings reads the backends' choices
 
     options = resolve_backend(options)
-    return backend_class(options.backend).from_options(options)
+    backend = backend_class(options.backend).from_options(options)
+    for note in backend.notes if progress is not None else ():
+        progress.warning(note)
+    return backend

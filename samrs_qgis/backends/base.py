@@ -6,7 +6,7 @@ embedding to cache, a decoder to compile), so a new model family is one module w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class Backend:
     input_size = 1024  # longest side of the frame the backend wants, in pixels
     preferred_batch = 4  # boxes per decode call when the user sets none
     prompt_modes = ("box",)  # the prompt modes (see :mod:`samrs_qgis.prompts`) this backend understands
+    notes: Tuple[str, ...] = ()  # what the user is told once the backend is made (e.g. why not on the GPU)
 
     @classmethod
     def from_options(cls, options) -> "Backend":

@@ -11,15 +11,13 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..errors import InputError
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from ..embedding_cache import cache_root
 from .base import Backend, BoxLogits
+from .devices import choose_device, resolve_precision
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Boxes decoded together. On a CPU the decoder is bound by memory traffic (each box carries a
 # 4096x256 copy of the image tokens through the transformer), so small batches that stay in cache are
@@ -31,41 +29,6 @@ CUDA_BATCH = 64
 # compile cache (kept in the engine's cache folder): worth it from about this many boxes in a run.
 COMPILE_MIN_BOXES = 2000  # nothing compiled here before
 COMPILE_MIN_BOXES_WARM = 300  # the same decoder was compiled here before (a marker in the compile cache)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> fp16 on CUDA, bf16 on a CPU that has bf16 instructions, else fp32."""
-    if precision not in PRECISIONS:
-        raise InputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
-    if precision == "auto":
-        if device == "cuda":
-            return "fp16"
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    if precision == "fp16" and device == "cpu":
-        raise InputError("Precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32.")
-    return precision
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a CUDA GPU is usable, else ``cpu``."""
-    torch, _ = import_torch()
-    if device not in DEVICES:
-        raise InputError(f"Unknown device '{device}'. Choose one of: {', '.join(DEVICES)}.")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("Device 'cuda' was asked for but torch sees no usable CUDA GPU. Use 'auto' or 'cpu'.")
-    return device
 
 
 def sam_box_prompt(boxes: np.ndarray) -> np.ndarray:
@@ -124,7 +87,8 @@ class SamBackend(Backend):
                  multimask: bool = False, precision: str = "auto"):
         torch, segment_anything = import_torch()
         self._torch = torch
-        self.device = resolve_device(device)
+        choice = choose_device(torch, device)
+        self.device, self.notes = choice.device, (choice.note,) if choice.note else ()
         self.precision = resolve_precision(precision, self.device)
         self.preferred_batch = CUDA_BATCH if self.device == "cuda" else CPU_BATCH
         model, self.model_type = load_sam(checkpoint, model_type)
