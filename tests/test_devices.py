@@ -67,3 +67,16 @@ def test_the_run_says_why_it_is_on_the_cpu(monkeypatch, tmp_path, tiny_sam_check
                             SegmentOptions(checkpoint=tiny_sam_checkpoint, embedding_cache=False), progress)
     assert "on cpu" in summary.backend
     assert any("Running on the CPU: the GPU NVIDIA Tesla V100 (compute capability 7.0)" in w for w in progress.warnings)
+
+
+def test_bf16_on_a_card_without_it_runs_fp16_and_says_so(monkeypatch):
+    from samrs.samrs_qgis.backends.devices import resolve_precision
+
+    fake_gpu(monkeypatch, "Tesla T4", (7, 5))
+    precision, note = resolve_precision("bf16", "cuda", torch)
+    assert precision == "fp16" and "Tesla T4" in note and "7.5" in note and "emulated" in note
+    fake_gpu(monkeypatch, "NVIDIA A100", (8, 0))
+    assert resolve_precision("bf16", "cuda", torch) == ("bf16", None)
+    assert resolve_precision("auto", "cuda", torch) == ("fp16", None)
+    with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", "cpu", torch)

@@ -78,14 +78,22 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> fp16 on CUDA, bf16 on a CPU that has bf16 instructions, else fp32."""
+def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Optional[str]]:
+    """(precision, note): ``auto`` -> fp16 on CUDA, bf16 on a CPU that has bf16 instructions, else fp32.
+    bf16 asked for on a GPU below compute capability 8.0 would run emulated (very slowly): fp16 then, said in
+    the note."""
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
     if precision == "auto":
         if device == "cuda":
-            return "fp16"
-        return "bf16" if cpu_supports_bf16() else "fp32"
+            return "fp16", None
+        return ("bf16" if cpu_supports_bf16() else "fp32"), None
     if precision == "fp16" and device == "cpu":
         raise InputError("Precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32.")
-    return precision
+    if precision == "bf16" and device == "cuda" and torch is not None:
+        capability = tuple(torch.cuda.get_device_capability(0))
+        if capability < (8, 0):
+            return "fp16", (f"Precision bf16 has no hardware support on {torch.cuda.get_device_name(0)} (compute "
+                            f"capability {capability[0]}.{capability[1]}, bf16 needs 8.0) and would run emulated; "
+                            "using fp16.")
+    return precision, None

@@ -88,8 +88,9 @@ class SamBackend(Backend):
         torch, segment_anything = import_torch()
         self._torch = torch
         choice = choose_device(torch, device)
-        self.device, self.notes = choice.device, (choice.note,) if choice.note else ()
-        self.precision = resolve_precision(precision, self.device)
+        self.device = choice.device
+        self.precision, precision_note = resolve_precision(precision, self.device, torch)
+        self.notes = tuple(note for note in (choice.note, precision_note) if note)
         self.preferred_batch = CUDA_BATCH if self.device == "cuda" else CPU_BATCH
         model, self.model_type = load_sam(checkpoint, model_type)
         self.model = model.to(self.device)
