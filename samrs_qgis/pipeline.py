@@ -250,6 +250,9 @@ class WindowRunner:
                 raise
         half = len(batch) // 2
         self.batch_size = max(1, min(self.batch_size, half))
+        backend.free_cached_memory()
+        if self.prepared.options.batch_size is None:  # learned for the backend's later runs (a dataset's images)
+            backend.preferred_batch = min(backend.preferred_batch, self.batch_size)
         self.progress.warning(f"Out of memory decoding {len(batch)} boxes; going on with batches of {self.batch_size}.")
         return self._decode(plan, batch[:half]) + self._decode(plan, batch[half:])
 

@@ -129,3 +129,48 @@ def test_streamed_instance_raster_equals_painting_all_masks_in_memory(tmp_path):
         owner_area[take] = f["area_px"]
     with rasterio.open(outputs.instances) as ds:
         assert np.array_equal(ds.read(1), expected)
+
+
+def test_a_batch_size_learned_from_out_of_memory_is_kept_for_the_next_images(scene, tmp_path, tiny_sam_checkpoint):
+    """A dataset runs one job per image on one backend: the second image starts with the batch that fit."""
+    from support import RecordingProgress
+
+    raster, boxes, objects = scene
+    backend = OutOfMemoryAbove(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    backend.preferred_batch = 8
+    warned = []
+    for n in range(2):
+        progress = RecordingProgress()
+        outputs = OutputPaths(None, None, str(tmp_path / f"m{n}.gpkg"))
+        SegmentJob(raster, read_box_file(boxes), outputs, SegmentOptions(checkpoint=tiny_sam_checkpoint,
+                   device="cpu", precision="fp32", embedding_cache=False), progress, backend=backend).run()
+        warned.append(sum("Out of memory" in w for w in progress.warnings))
+    assert backend.preferred_batch == backend.limit
+    assert warned[0] >= 2 and warned[1] == 0  # 8 -> 4 -> 2 on the first image; the second starts at 2
+    assert len(read_features(tmp_path / "m1.gpkg")) == len(objects)
+
+
+def test_out_of_memory_in_a_compiled_decoder_is_not_a_failed_compilation(tiny_sam_checkpoint):
+    """Stand-ins for what a compiled transformer may raise (compiling itself takes tens of seconds): out of
+    memory goes to the caller and the decoder stays compiled; any other error falls back to eager."""
+    backend = SamBackend(tiny_sam_checkpoint, device="cpu", precision="fp32")
+    backend.encode(np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    boxes = np.array([[10, 10, 60, 50], [100, 120, 180, 200]], dtype=float)
+    eager = backend.decode(boxes)
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    backend.decoder._compiled_transformer = out_of_memory
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        backend.decode(boxes)
+    assert backend.compiled
+
+    def broken(*args):
+        raise RuntimeError("an inductor failure")
+
+    backend.decoder._compiled_transformer = broken
+    fallback = backend.decode(boxes)
+    assert not backend.compiled
+    assert all(np.allclose(a.grid, b.grid, atol=1e-5) and a.score == pytest.approx(b.score)
+               for a, b in zip(eager, fallback))

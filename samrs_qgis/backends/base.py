@@ -70,6 +70,9 @@ class Backend:
         """
         raise NotImplementedError
 
+    def free_cached_memory(self) -> None:
+        """Give memory the device keeps cached back to it (after an out-of-memory error)."""
+
     def is_out_of_memory(self, error: BaseException) -> bool:
         """True when ``error`` means the device ran out of memory (the caller retries with fewer boxes)."""
         return False

@@ -106,8 +106,7 @@ class SamBackend(Backend):
             return
         self._description = self.describe()  # what the outputs record, also after closing
         self.decoder = self.predictor = self.model = None  # nothing else holds them (no reference cycles)
-        if self.device == "cuda":
-            self._torch.cuda.empty_cache()  # give the freed blocks back to the driver, for QGIS's next run
+        self.free_cached_memory()  # give the freed blocks back to the driver, for QGIS's next run
 
     @classmethod
     def from_options(cls, options) -> "SamBackend":
@@ -174,6 +173,10 @@ class SamBackend(Backend):
         with torch.inference_mode(), self._precision():
             self.decoder.set_embedding(self.predictor.features)
 
+    def free_cached_memory(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+
     def is_out_of_memory(self, error: BaseException) -> bool:
         return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -201,16 +204,18 @@ class SamBackend(Backend):
             grid = self.model.prompt_encoder.mask_input_size[0]
             masks = tensor(sam_mask_prompt(prompts.polygons, grid, self.input_size / grid))
         with torch.inference_mode(), self._precision():
+            compile_failed = False
             try:
                 results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
-            except Exception:  # noqa: BLE001 - a failed compilation falls back to the eager decoder
-                if not self.compiled:
-                    raise
+            except Exception as exc:  # noqa: BLE001 - a failed compilation falls back to the eager decoder
+                if not self.compiled or self.is_out_of_memory(exc):
+                    raise  # out of memory is the caller's to handle (smaller batches), not a compilation failure
+                compile_failed = True
+            if compile_failed:  # retried outside the except block, whose traceback holds the failed attempt
                 self.decoder.uncompile()
                 results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
-            else:
-                if self.compiled:
-                    self._note_compiled()
+            elif self.compiled:
+                self._note_compiled()
         return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL, cell=LOGIT_CELL,
                           score=score) for grid, row, col, score in results]
 
