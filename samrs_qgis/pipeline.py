@@ -224,16 +224,36 @@ class WindowRunner:
         """Encode the window's frame, or take its embedding from the cache."""
         backend = self.prepared.backend
         if self.cache is None:
-            backend.encode(frame)
+            self._on_device(frame.shape, backend.encode, frame)
             return
         key = self.cache.key(frame, backend.identity())
         embedding = self.cache.get(key)
         if embedding is not None:
-            backend.load_embedding(embedding, frame.shape[:2])
+            self._on_device(frame.shape, backend.load_embedding, embedding, frame.shape[:2])
             self.timings["cached_windows"] += 1
             return
-        backend.encode(frame)
+        self._on_device(frame.shape, backend.encode, frame)
         self.cache.put(key, backend.embedding)
+
+    def _on_device(self, frame_shape, step, *args) -> None:
+        """Run an encoding step; out of memory, free the device's cache and try once more (another process
+        may have let go), then stop with what to do. Retried outside the except block, whose traceback holds
+        the failed attempt's tensors."""
+        backend = self.prepared.backend
+        for attempt in (1, 2):
+            try:
+                step(*args)
+                return
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not backend.is_out_of_memory(exc):
+                    raise
+                if attempt == 2:
+                    raise InputError(
+                        f"The {backend.describe()} ran out of memory encoding a {frame_shape[1]} x "
+                        f"{frame_shape[0]} window ({str(exc).splitlines()[0]}). Close other programs using the "
+                        "device, choose a smaller model (vit_b), or run on the CPU (device cpu).") from None
+            backend.free_cached_memory()
+            self.progress.warning("Out of memory encoding a window; freed the device's cache, trying once more.")
 
     def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> List[BoxLogits]:
         """Decode a batch; when the device runs out of memory, halve the batch (for the rest of the run too)."""

@@ -174,3 +174,34 @@ def test_out_of_memory_in_a_compiled_decoder_is_not_a_failed_compilation(tiny_sa
     assert not backend.compiled
     assert all(np.allclose(a.grid, b.grid, atol=1e-5) and a.score == pytest.approx(b.score)
                for a, b in zip(eager, fallback))
+
+
+class EncoderOutOfMemory(SamBackend):
+    """The real tiny SAM whose encoder runs out of memory ``failures`` times, as a full GPU would."""
+
+    def __init__(self, *args, failures=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failures, self.freed = failures, 0
+
+    def encode(self, frame):
+        if self.failures:
+            self.failures -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        super().encode(frame)
+
+    def free_cached_memory(self):
+        self.freed += 1
+
+
+def test_the_encoder_out_of_memory_is_retried_once_then_explained(scene, tmp_path, tiny_sam_checkpoint):
+    raster, boxes, objects = scene
+    options = dict(checkpoint=tiny_sam_checkpoint, device="cpu", precision="fp32", embedding_cache=False)
+    once = EncoderOutOfMemory(tiny_sam_checkpoint, device="cpu", precision="fp32", failures=1)
+    summary, out = run(raster, boxes, tmp_path / "once", backend=once, **options)
+    assert once.freed == 1 and summary.boxes == len(objects) and len(read_features(out.polygons)) == len(objects)
+    always = EncoderOutOfMemory(tiny_sam_checkpoint, device="cpu", precision="fp32", failures=99)
+    from samrs.samrs_qgis.errors import InputError
+
+    with pytest.raises(InputError, match=r"ran out of memory encoding a 1024 x 1024 window.*smaller model \(vit_b\)"):
+        run(raster, boxes, tmp_path / "always", backend=always, **options)
+    assert always.failures == 97 and not (tmp_path / "always" / "m.gpkg").exists()
