@@ -301,8 +301,8 @@ def test_sam_backend_is_loaded_once_for_the_dataset(tmp_path, tiny_sam_checkpoin
     corners, images, labels = build_dataset(tmp_path, stems=("a", "b", "d"))
     made, used = [], []
 
-    def counting_make_backend(options):
-        made.append(real_make_backend(options))
+    def counting_make_backend(options, progress=None):
+        made.append(real_make_backend(options, progress))
         return made[-1]
 
     class SpyJob(pipeline_module.SegmentJob):
