@@ -64,6 +64,7 @@ from .pipeline import OutputPaths, SegmentJob, maybe_compile_decoder
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
+from .path_safety import file_identity
 from .transaction import OutputTransaction, remove_with_sidecars
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -161,22 +162,14 @@ def input_change(recorded, current: Dict) -> Optional[str]:
     return None
 
 
-def _identity(path: str) -> Tuple:
-    """What identifies a folder: (device, inode) when it exists, else its resolved path."""
-    try:
-        st = os.stat(path)
-        return ("inode", st.st_dev, st.st_ino)
-    except OSError:
-        return ("path", os.path.normcase(os.path.realpath(path)))
-
-
 def _folder_inside(path: str, folders: Iterable[str]) -> Optional[str]:
     """The folder of ``folders`` that ``path`` is or lies inside (resolved, through symbolic links), or None."""
-    wanted = {_identity(f): f for f in folders}
+    wanted = {file_identity(f): f for f in folders}
     current = os.path.realpath(path)
     while True:
-        if _identity(current) in wanted:
-            return wanted[_identity(current)]
+        found = wanted.get(file_identity(current))
+        if found:
+            return found
         parent = os.path.dirname(current)
         if parent == current:
             return None
@@ -234,11 +227,11 @@ def list_images(folder: str, recursive: bool = False,
     if not os.path.isdir(folder):
         raise InputError(f"The image folder '{folder}' does not exist or is not a folder. Give the folder "
                          "holding the dataset's images.")
-    excluded = {_identity(f) for f in ([exclude] if isinstance(exclude, str) else exclude or ())}
+    excluded = {file_identity(f) for f in ([exclude] if isinstance(exclude, str) else exclude or ())}
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not (excluded and _identity(os.path.join(root, d)) in excluded))
+                         and not (excluded and file_identity(os.path.join(root, d)) in excluded))
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 path = os.path.join(root, name)
@@ -413,10 +406,6 @@ class DatasetJob:
             return False, "its inputs cannot be read any more"
         why = input_change(entry.get("inputs"), inputs)
         return why is None, why
-
-    def is_done(self, image: DatasetImage) -> bool:
-        """Done in an earlier run, with all its files in place and its inputs unchanged."""
-        return self.resume_state(image, self.input_record(image))[0]
 
     # -- work -------------------------------------------------------------------------------------
     def run(self) -> DatasetSummary:

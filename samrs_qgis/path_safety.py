@@ -5,7 +5,7 @@ Paths are compared as the files they name: resolved (``./a/../x.tif``, symbolic 
 system has it, and by device and inode where the files exist (hard links, bind mounts). A file written
 *beside* an output counts as written too: a Shapefile's ``.dbf``/``.shx``/… and the QGIS style
 ``<stem>.qml`` that every output gets. Overwriting an earlier run's *output* stays allowed (that is how
-reruns work); overwriting an *input* never is.
+reruns work); overwriting an *input* never is. (Which files travel with a file: :func:`.transaction.companion_paths`.)
 
 Every front end (CLI, Processing) reaches these checks through the engine's entry points, before any work.
 """
@@ -15,11 +15,12 @@ import os
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from .errors import InputError
-from .transaction import SHAPEFILE_COMPANIONS, STYLE_SUFFIX
+from .transaction import companion_paths
 
 
-def _key(path: str) -> Tuple:
-    """What identifies the file ``path`` names: (device, inode) when it exists, else its resolved path."""
+def file_identity(path: str) -> Tuple:
+    """What identifies the file or folder ``path`` names: (device, inode) when it exists, else its resolved
+    path."""
     resolved = os.path.realpath(os.path.abspath(os.fspath(path)))
     try:
         st = os.stat(resolved)
@@ -30,16 +31,7 @@ def _key(path: str) -> Tuple:
 
 def same_file(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` name the same file (or the same not-yet-existing path)."""
-    return _key(a) == _key(b)
-
-
-def written_files(output: str) -> List[str]:
-    """The files writing ``output`` replaces: itself, a Shapefile's companions and its QGIS style."""
-    stem, ext = os.path.splitext(output)
-    files = [output, stem + STYLE_SUFFIX]
-    if ext.lower() == ".shp":
-        files += [stem + companion for companion in SHAPEFILE_COMPANIONS]
-    return files
+    return file_identity(a) == file_identity(b)
 
 
 def check_output_paths(outputs: Mapping[str, Optional[str]], inputs: Mapping[str, Optional[str]]) -> None:
@@ -48,10 +40,10 @@ def check_output_paths(outputs: Mapping[str, Optional[str]], inputs: Mapping[str
     given_inputs = []  # (role, input path, the input file or one of its existing companions and styles)
     for role, path in inputs.items():
         if path and not os.path.isdir(path):
-            given_inputs += [(role, path, f) for f in written_files(path) if f == path or os.path.exists(f)]
+            given_inputs += [(role, path, f) for f in companion_paths(path) if f == path or os.path.exists(f)]
     given_outputs = [(role, path) for role, path in outputs.items() if path]
     for out_role, out_path in given_outputs:
-        for written in written_files(out_path):
+        for written in companion_paths(out_path):
             for in_role, in_path, in_file in given_inputs:
                 if same_file(written, in_file):
                     what = "is" if written == out_path else f"would replace '{written}', which belongs to"

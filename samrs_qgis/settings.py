@@ -205,8 +205,6 @@ MatchingOptions = _options_class(
     "MatchingOptions", MATCHING_SETTINGS,
     "How an evaluation pairs produced and reference masks: one field per row of MATCHING_SETTINGS.")
 
-SETTINGS_BY_NAME: Dict[str, Setting] = {s.name: s for s in SEGMENT_SETTINGS}
-
 
 def settings_for(exclude: Iterable[str] = (), table: Sequence[Setting] = SEGMENT_SETTINGS) -> List[Setting]:
     """The rows of ``table`` a command or algorithm offers: all but those whose name or group is in ``exclude``."""

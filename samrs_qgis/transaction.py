@@ -27,9 +27,9 @@ STYLE_SUFFIX = ".qml"  # QGIS's default style beside a file (see styles.py)
 SHAPEFILE_COMPANIONS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 
 
-def with_sidecars(path: str) -> List[str]:
-    """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…)
-    and its QGIS style (``<stem>.qml``), those that exist.
+def companion_paths(path: str) -> List[str]:
+    """``path`` and every file that travels with it, whether it exists or not: what GDAL/OGR keep beside it
+    (``.aux.xml``, ``-wal``, a Shapefile's ``.dbf``…) and its QGIS style (``<stem>.qml``).
 
     Only known companion names count: another file that merely shares the stem (an input
     raster ``x.tif`` beside an output ``x.shp``) is never touched.
@@ -38,7 +38,12 @@ def with_sidecars(path: str) -> List[str]:
     candidates = [path + suffix for suffix in GDAL_SIDECAR_SUFFIXES] + [stem + STYLE_SUFFIX]
     if path.lower().endswith(".shp"):
         candidates += [stem + ext for ext in SHAPEFILE_COMPANIONS]
-    return [p for p in dict.fromkeys([path] + candidates) if os.path.isfile(p)]
+    return list(dict.fromkeys([path] + candidates))
+
+
+def with_sidecars(path: str) -> List[str]:
+    """Those of :func:`companion_paths` that exist."""
+    return [p for p in companion_paths(path) if os.path.isfile(p)]
 
 
 def remove_with_sidecars(path: str) -> None:
