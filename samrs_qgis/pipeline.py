@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
-from .backends.base import Backend, BoxLogits
+from .backends.base import Backend, BoxLogits, PendingLogits
 from .boxes import STATUS_EMPTY, STATUS_OK, BoxSource, PixelBox
 from .embedding_cache import EmbeddingCache
 from .errors import InputError
@@ -193,19 +193,28 @@ class WindowRunner:
         self._encode(frame)
         self.timings["encode"] += time.perf_counter() - t0
         self.done_work += WINDOW_COST_IN_BOXES
+        # Batch k+1 is started on the device before batch k's masks are made on the host (a GPU decodes
+        # meanwhile; on a CPU decoding is done when it is started).
+        pending: Optional[Tuple[List[PixelBox], PendingLogits]] = None
         start = 0
         while start < len(plan.boxes):
             self.progress.check_cancelled()
             batch = plan.boxes[start:start + self.batch_size]
-            self._segment_batch(plan, batch, valid, canvas, writer)
+            t0 = time.perf_counter()
+            started = (batch, self._decode(plan, batch))
+            self.timings["decode"] += time.perf_counter() - t0
+            if pending:
+                self._finish_batch(plan, *pending, valid, canvas, writer)
+            pending = started
             start += len(batch)
-            self.done_work += len(batch)
-            self.progress.set_fraction(0.95 * self.done_work / max(self.total_work, 1))
+        if pending:
+            self._finish_batch(plan, *pending, valid, canvas, writer)
 
-    def _segment_batch(self, plan: WindowPlan, batch: List[PixelBox], valid: Optional[np.ndarray],
-                       canvas: InstanceCanvas, writer: Optional[PolygonWriter]) -> None:
+    def _finish_batch(self, plan: WindowPlan, batch: List[PixelBox], pending: PendingLogits,
+                      valid: Optional[np.ndarray], canvas: InstanceCanvas, writer: Optional[PolygonWriter]) -> None:
+        """Wait for a batch's logits, then paint and write its boxes' masks."""
         t0 = time.perf_counter()
-        logits = self._decode(plan, batch)
+        logits = pending.result()
         t1 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         transform = self.prepared.raster.transform
@@ -219,6 +228,8 @@ class WindowRunner:
                 writer.write(index, box.feature.attributes, self._result_fields(box, box_logits.score, crop.area),
                              polygonize(crop, transform))
         self.timings["postprocess"] += time.perf_counter() - t1
+        self.done_work += len(batch)
+        self.progress.set_fraction(0.95 * self.done_work / max(self.total_work, 1))
 
     def _encode(self, frame: np.ndarray) -> None:
         """Encode the window's frame, or take its embedding from the cache."""
@@ -255,8 +266,9 @@ class WindowRunner:
             backend.free_cached_memory()
             self.progress.warning("Out of memory encoding a window; freed the device's cache, trying once more.")
 
-    def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> List[BoxLogits]:
-        """Decode a batch; when the device runs out of memory, halve the batch (for the rest of the run too)."""
+    def _decode(self, plan: WindowPlan, batch: List[PixelBox]) -> PendingLogits:
+        """Start decoding a batch; when the device runs out of memory, halve the batch (for the rest of the run
+        too) and decode the halves one after the other."""
         backend, prompt = self.prepared.backend, self.prepared.options.prompt
         try:
             boxes = frame_boxes(plan, [b.bounds for b in batch])
@@ -264,7 +276,7 @@ class WindowRunner:
             prompts = None
             if prompt != "box":
                 prompts = build_prompts(prompt, boxes, [frame_ring(plan, b) for b in batch])
-            return backend.decode(boxes, regions, prompts)
+            return backend.decode_async(boxes, regions, prompts)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
             if len(batch) == 1 or not backend.is_out_of_memory(exc):
                 raise
@@ -274,7 +286,7 @@ class WindowRunner:
         if self.prepared.options.batch_size is None:  # learned for the backend's later runs (a dataset's images)
             backend.preferred_batch = min(backend.preferred_batch, self.batch_size)
         self.progress.warning(f"Out of memory decoding {len(batch)} boxes; going on with batches of {self.batch_size}.")
-        return self._decode(plan, batch[:half]) + self._decode(plan, batch[half:])
+        return PendingLogits.ready(self._decode(plan, batch[:half]).result() + self._decode(plan, batch[half:]).result())
 
     def _mask_crop(self, plan: WindowPlan, box: PixelBox, logits: BoxLogits, valid: Optional[np.ndarray]) -> MaskCrop:
         """The box's native-resolution mask over its neighbourhood, with nodata and the optional clip applied."""

@@ -78,11 +78,11 @@ class OutOfMemoryAbove(SamBackend):
 
     limit = 2
 
-    def decode(self, boxes, regions=None, prompts=None):
+    def decode_async(self, boxes, regions=None, prompts=None):
         if len(boxes) > self.limit:
             self.refused = getattr(self, "refused", 0) + 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().decode(boxes, regions, prompts)
+        return super().decode_async(boxes, regions, prompts)
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(scene, tmp_path, tiny_sam_checkpoint):
@@ -98,7 +98,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(scene, tmp_pat
     assert [f["status"] for f in read_features(out.polygons)] == [f["status"] for f in read_features(reference.polygons)]
     with pytest.raises(RuntimeError, match="not memory"):  # other errors are not swallowed
         class Broken(SamBackend):
-            def decode(self, boxes, regions=None, prompts=None):
+            def decode_async(self, boxes, regions=None, prompts=None):
                 raise RuntimeError("not memory related")
 
         run(raster, boxes, tmp_path / "broken", backend=Broken(tiny_sam_checkpoint, device="cpu"), **options)

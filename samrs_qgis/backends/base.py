@@ -6,7 +6,7 @@ embedding to cache, a decoder to compile), so a new model family is one module w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +28,21 @@ class BoxLogits:
     origin_y: float
     cell: float
     score: Optional[float]  # the backend's own quality estimate (SAM: predicted IoU); None if it has none
+
+
+class PendingLogits:
+    """A batch's logits on their way: :meth:`result` waits for the device (a GPU decodes while the host
+    post-processes the previous batch) and gives one :class:`BoxLogits` per box, in batch order."""
+
+    def __init__(self, finish: Callable[[], List[BoxLogits]]):
+        self._finish = finish
+
+    @classmethod
+    def ready(cls, logits: List[BoxLogits]) -> "PendingLogits":
+        return cls(lambda: logits)
+
+    def result(self) -> List[BoxLogits]:
+        return self._finish()
 
 
 class Backend:
@@ -69,6 +84,12 @@ class Backend:
         ``prompts``: what to prompt with (a mode of :attr:`prompt_modes`); None: the boxes themselves.
         """
         raise NotImplementedError
+
+    def decode_async(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
+                     prompts: Optional[Prompts] = None) -> PendingLogits:
+        """:meth:`decode`, started: a backend whose device runs apart from the host returns once the work is
+        queued; errors of starting (out of memory) are raised here. By default it decodes at once."""
+        return PendingLogits.ready(self.decode(boxes, regions, prompts))
 
     def free_cached_memory(self) -> None:
         """Give memory the device keeps cached back to it (after an out-of-memory error)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from ..embedding_cache import cache_root
-from .base import Backend, BoxLogits
+from .base import Backend, BoxLogits, PendingLogits
 from .devices import choose_device, resolve_precision
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
@@ -186,6 +186,10 @@ class SamBackend(Backend):
 
     def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
                prompts: Optional[Prompts] = None) -> List[BoxLogits]:
+        return self.decode_async(boxes, regions, prompts).result()
+
+    def decode_async(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
+                     prompts: Optional[Prompts] = None) -> PendingLogits:
         torch = self._torch
         prompts = prompts or Prompts(boxes=boxes)
         count = len(boxes)
@@ -206,18 +210,19 @@ class SamBackend(Backend):
         with torch.inference_mode(), self._precision():
             compile_failed = False
             try:
-                results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
+                batch = self.decoder.decode_async(box_t, regions, self.multimask, count, points, masks)
             except Exception as exc:  # noqa: BLE001 - a failed compilation falls back to the eager decoder
                 if not self.compiled or self.is_out_of_memory(exc):
                     raise  # out of memory is the caller's to handle (smaller batches), not a compilation failure
                 compile_failed = True
             if compile_failed:  # retried outside the except block, whose traceback holds the failed attempt
                 self.decoder.uncompile()
-                results = self.decoder.decode(box_t, regions, self.multimask, count, points, masks)
+                batch = self.decoder.decode_async(box_t, regions, self.multimask, count, points, masks)
             elif self.compiled:
                 self._note_compiled()
-        return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL, cell=LOGIT_CELL,
-                          score=score) for grid, row, col, score in results]
+        return PendingLogits(lambda: [BoxLogits(grid=grid, origin_x=col * EMBED_CELL, origin_y=row * EMBED_CELL,
+                                                cell=LOGIT_CELL, score=score)
+                                      for grid, row, col, score in batch.result()])
 
     def describe(self) -> str:
         if self.model is None:

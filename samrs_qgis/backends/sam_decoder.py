@@ -195,15 +195,23 @@ class WindowMaskDecoder:
 
     def decode(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
                points=None, masks=None) -> List[Tuple[np.ndarray, int, int, float]]:
-        """Prompts in SAM's input frame -> per box (logits, row0, col0, score).
+        """Prompts in SAM's input frame -> per box (logits, row0, col0, score); see :meth:`decode_async`."""
+        return self.decode_async(boxes, regions, multimask, count, points, masks).result()
+
+    def decode_async(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
+                     points=None, masks=None) -> "DecodedBatch":
+        """Start decoding a batch of prompts (SAM's input frame); ``.result()`` of the answer waits for it.
 
         ``boxes`` (B, 4) tensor or None, ``points`` a (coords (B, k, 2), labels (B, k)) pair or None,
         ``masks`` (B, 1, 256, 256) dense mask prompts or None, as segment-anything's prompt encoder takes them.
-        ``logits`` float32 covers embedding cells [row0, ...) x [col0, ...) at 4x their resolution
-        (``LOGIT_CELL`` frame pixels per value); ``regions`` (B, 4) frame-space areas the logits must
-        cover, or None for the whole window. Only the first ``count`` boxes are returned (the rest
-        is padding for a compiled batch shape). ``multimask`` picks the best of SAM's three
-        candidates by predicted IoU, else SAM's single-mask output.
+        Per box the result is (logits, row0, col0, score): ``logits`` float32 covers embedding cells
+        [row0, ...) x [col0, ...) at 4x their resolution (``LOGIT_CELL`` frame pixels per value); ``regions``
+        (B, 4) frame-space areas the logits must cover, or None for the whole window. Only the first
+        ``count`` boxes are returned (the rest is padding for a compiled batch shape). ``multimask`` picks
+        the best of SAM's three candidates by predicted IoU, else SAM's single-mask output.
+
+        On a GPU this returns once the work is queued: the logits come back in one non-blocking copy, so
+        the caller can post-process the previous batch meanwhile.
         """
         with self._fp32():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
@@ -211,7 +219,7 @@ class WindowMaskDecoder:
             return self._decode(sparse, dense, masks is not None, regions, multimask,
                                 sparse.shape[0] if count is None else count)
 
-    def _decode(self, sparse, dense, mask_prompt: bool, regions, multimask: bool, count: int):
+    def _decode(self, sparse, dense, mask_prompt: bool, regions, multimask: bool, count: int) -> "DecodedBatch":
         torch = _torch()
         decoder, w = self.decoder, self.window
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
@@ -222,20 +230,101 @@ class WindowMaskDecoder:
         else:  # a mask prompt changes the image side per box: nothing to share, segment-anything's own path
             hs, keys = decoder.transformer(w.features + self._cast(dense), w.image_pe, tokens)
         hs, keys = hs[:count], keys[:count]
-        iou = decoder.iou_prediction_head(hs[:, 0, :]).float()
-        if multimask:
+        iou = decoder.iou_prediction_head(hs[:, 0, :]).float()  # (B, mask tokens)
+        if multimask:  # the best of the three multimask candidates (tokens 1-3), chosen on the device
             choice = 1 + iou[:, 1:].argmax(dim=1)
+            hyper = torch.stack([decoder.output_hypernetworks_mlps[t](hs[:, 1 + t, :]) for t in (1, 2, 3)], dim=1)
+            hyper = hyper.gather(1, (choice - 1).view(-1, 1, 1).expand(-1, 1, hyper.shape[-1]))[:, 0]
         else:
             choice = torch.zeros(count, dtype=torch.long, device=iou.device)
+            hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # (B, c/8)
+        scores = iou.gather(1, choice.view(-1, 1))[:, 0]  # (B,)
         rows, cols = w.grid_shape
-        src = keys.transpose(1, 2).reshape(count, -1, rows, cols)
-        results = []
-        for i in range(count):
-            token = int(choice[i])
-            r0, c0, r1, c1 = region_cells(None if regions is None else regions[i], w.grid_shape)
-            (r0, r1), (c0, c1) = bucketed(r0, r1, rows), bucketed(c0, c1, cols)
-            upscaled = decoder.output_upscaling(src[i:i + 1, :, r0:r1, c0:c1])  # (1, c/8, 4 rows, 4 cols)
-            hyper = decoder.output_hypernetworks_mlps[token](hs[i:i + 1, 1 + token, :])  # (1, c/8)
-            logits = (hyper @ upscaled.flatten(2)).reshape(upscaled.shape[-2:])
-            results.append((logits.float().cpu().numpy(), r0, c0, float(iou[i, token])))
-        return results
+        src = keys.transpose(1, 2).reshape(count, -1, rows, cols)  # (B, c, rows, cols)
+        cells = [crop_cells(None if regions is None else regions[i], w.grid_shape) for i in range(count)]
+        groups = list(crop_groups(cells, src.shape[1] // 8))
+        # (box, row0, col0) of every box in group order: the batch's one copy of crop offsets to the device
+        offsets = torch.as_tensor(np.array([[i, cells[i][0], cells[i][1]] for _, members in groups for i in members],
+                                           dtype=np.int64).reshape(-1, 3), device=src.device)
+        parts, layout, at = [scores], [], 0
+        for shape, members in groups:
+            group = offsets[at:at + len(members)]
+            at += len(members)
+            upscaled = decoder.output_upscaling(gather_crops(src, group, shape))  # (g, c/8, 4 rows, 4 cols)
+            logits = (hyper[group[:, 0]].unsqueeze(1) @ upscaled.flatten(2)).squeeze(1)  # (g, 16 rows cols)
+            parts.append(logits.float().flatten())
+            layout.append((members, (shape[0] * EMBED_CELL // LOGIT_CELL, shape[1] * EMBED_CELL // LOGIT_CELL)))
+        return DecodedBatch(torch.cat(parts), count, cells, layout)
+
+
+def crop_cells(region: Optional[np.ndarray], grid_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """The embedding cells (r0, c0, r1, c1) whose logits are computed for a region: :func:`region_cells`
+    widened to power-of-two spans (:func:`bucketed`)."""
+    rows, cols = grid_shape
+    r0, c0, r1, c1 = region_cells(region, grid_shape)
+    (r0, r1), (c0, c1) = bucketed(r0, r1, rows), bucketed(c0, c1, cols)
+    return r0, c0, r1, c1
+
+
+# Upscaled crops of one group held at once, in values (256 MB in float32): bounds the decoder's memory when a
+# GPU batch of 64 boxes asks for whole-window logits (2.1 M values each).
+GROUP_VALUES = 64 * 1024 * 1024
+
+
+def crop_groups(cells, upscaled_channels: int):
+    """Boxes grouped by crop shape, so each group is upscaled in one call: yields ((rows, cols), box indices),
+    each group small enough that its upscaled crops (``upscaled_channels`` x 4 rows x 4 cols per box) stay
+    within ``GROUP_VALUES``."""
+    groups = {}
+    for i, (r0, c0, r1, c1) in enumerate(cells):
+        groups.setdefault((r1 - r0, c1 - c0), []).append(i)
+    for shape, members in groups.items():
+        per_box = upscaled_channels * 16 * shape[0] * shape[1]
+        step = max(1, GROUP_VALUES // per_box)
+        for start in range(0, len(members), step):
+            yield shape, members[start:start + step]
+
+
+def gather_crops(src, offsets, shape: Tuple[int, int]):
+    """(g, c, rows, cols) crops of ``src`` (B, c, R, C) in one indexing operation: crop k is box
+    ``offsets[k, 0]``'s cells from corner (``offsets[k, 1]``, ``offsets[k, 2]``); ``offsets`` (g, 3) int64."""
+    torch = _torch()
+    row_index = offsets[:, 1:2] + torch.arange(shape[0], device=src.device)  # (g, rows)
+    col_index = offsets[:, 2:3] + torch.arange(shape[1], device=src.device)  # (g, cols)
+    crops = src[offsets[:, 0, None, None], :, row_index[:, :, None], col_index[:, None, :]]  # (g, rows, cols, c)
+    return crops.permute(0, 3, 1, 2)
+
+
+class DecodedBatch:
+    """A batch's logits and scores in one flat float32 tensor on its way to the host.
+
+    Layout: ``count`` scores, then per crop group its boxes' logits (``(rows, cols)`` each) in group order.
+    On CUDA the copy to pinned host memory is non-blocking and :meth:`result` waits for it; elsewhere the
+    copy is done when this is made. Either way it is the batch's only transfer to the host.
+    """
+
+    def __init__(self, packed, count: int, cells, layout):
+        torch = _torch()
+        on_cuda = packed.device.type == "cuda"
+        self.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=on_cuda)
+        self.host.copy_(packed, non_blocking=on_cuda)
+        self.ready = None
+        if on_cuda:
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        self.count, self.cells, self.layout = count, cells, layout
+
+    def result(self) -> List[Tuple[np.ndarray, int, int, float]]:
+        """Per box, in batch order: (logits float32 (rows, cols), row0, col0, score)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        flat = self.host.numpy()
+        scores = flat[:self.count].tolist()
+        grids: List[Optional[np.ndarray]] = [None] * self.count
+        at = self.count
+        for members, (rows, cols) in self.layout:
+            block = flat[at:at + len(members) * rows * cols].reshape(len(members), rows, cols)
+            at += block.size
+            for k, i in enumerate(members):
+                grids[i] = block[k]
+        return [(grids[i], self.cells[i][0], self.cells[i][1], scores[i]) for i in range(self.count)]
