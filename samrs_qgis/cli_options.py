@@ -41,6 +41,19 @@ def _bands_type(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Choices(tuple):
+    """A row's choices that also contain every value of the form the row further accepts (argparse checks
+    ``value in choices``)."""
+
+    def __new__(cls, setting: Setting):
+        choices = super().__new__(cls, setting.values)
+        choices.setting = setting
+        return choices
+
+    def __contains__(self, value) -> bool:
+        return self.setting.accepts(value)
+
+
 def _help(setting: Setting) -> str:
     text = setting.help.replace("%", "%%")
     if setting.kind == BOOL or setting.default is None:
@@ -60,6 +73,8 @@ def add_setting_options(parser: argparse.ArgumentParser, exclude: Iterable[str] 
         common = dict(dest=s.name, default=s.default, help=_help(s))
         if s.kind == BOOL:
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
+        elif s.kind == CHOICE and s.also_accepts:
+            group.add_argument(*flags, choices=_Choices(s), metavar="{" + ",".join(s.spelled_values) + "}", **common)
         elif s.kind == CHOICE:
             group.add_argument(*flags, choices=s.values, **common)
         elif s.kind in (INT, FLOAT):

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .backends import make_backend
 from .backends.base import Backend
+from .backends.devices import cpu_name, device_label, device_type
 from .boxes import STATUS_OK, STATUS_OUTSIDE, BoxFeature, BoxSource, PixelBox, PixelProjector, check_layer, project_box
 from .classes import ClassCatalog
 from .errors import InputError
@@ -56,8 +57,14 @@ class PreparedRun:
     def provenance(self) -> Dict[str, str]:
         """Metadata written into every output so that a result can be traced to its inputs and settings."""
         settings = {k: v for k, v in asdict(self.options).items() if k not in ("class_names",)}
-        return {"SAMRS_BACKEND": self.backend.describe(), "SAMRS_SETTINGS": json.dumps(settings, default=str),
-                "SAMRS_SOURCE_RASTER": self.raster_path}
+        return {"SAMRS_BACKEND": self.backend.describe(), "SAMRS_DEVICE": self.device(),
+                "SAMRS_SETTINGS": json.dumps(settings, default=str), "SAMRS_SOURCE_RASTER": self.raster_path}
+
+    def device(self) -> str:
+        """Where the masks were computed, e.g. ``cuda:0 (NVIDIA GeForce RTX 4090)``, ``cpu (Intel(R) Xeon(R) …)``."""
+        device = getattr(self.backend, "device", "cpu")
+        name = getattr(self.backend, "device_name", "") or (cpu_name() if device_type(device) == "cpu" else "")
+        return f"{device_label(device)} ({name})" if name else device_label(device)
 
 
 def check_outputs(outputs: OutputPaths, raster_path: str, source: BoxSource) -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .annotations import DATASET_CLASSES, FORMATS
 from .backends import BACKEND_CLASSES, backend_class
-from .backends.devices import DEVICES, PRECISIONS
+from .backends.devices import DEVICE_PATTERN, DEVICES, PRECISIONS
 from .backends.sam_checkpoint import MODEL_TYPES
 from .errors import InputError
 from .prompts import PROMPT_MODES
@@ -61,6 +62,8 @@ class Setting:
     noun: str = ""  # what the value is called in messages; default: the name in words
     parent: str = ""  # FIELD: the role of the layer whose field it is ("boxes", "reference", "produced")
     none_label: str = ""  # CHOICE whose default is None: what choosing none means (Processing's first choice)
+    also_accepts: Tuple[str, ...] = ()  # CHOICE: (regular expression, how it is written) of further values the
+    # command line and the engine take besides the choices (Processing offers the choices only)
 
     @property
     def flag(self) -> str:
@@ -77,6 +80,16 @@ class Setting:
     @property
     def values(self) -> Tuple[str, ...]:
         return tuple(value for value, _ in self.choices)
+
+    def accepts(self, value) -> bool:
+        """CHOICE: the value is one of the choices or of the form ``also_accepts`` allows."""
+        return value in self.values or bool(self.also_accepts) and isinstance(value, str) and \
+            re.fullmatch(self.also_accepts[0], value) is not None
+
+    @property
+    def spelled_values(self) -> Tuple[str, ...]:
+        """CHOICE: the values as users can write them: the choices and the form of further ones."""
+        return self.values + self.also_accepts[1:]
 
 
 def labelled(values: Sequence[str], labels: Dict[str, str]) -> Tuple[Tuple[str, str], ...]:
@@ -121,8 +134,10 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
             noun="minimum island area"),
     Setting("keep_largest", BOOL, False, "Keep only the largest part of each mask",
             "keep only each mask's largest part", POSTPROCESSING),
-    Setting("device", CHOICE, "auto", "Device", "auto: a CUDA GPU when torch can use one, else the CPU", MODEL,
-            choices=labelled(DEVICES, {}), advanced=True),
+    Setting("device", CHOICE, "auto", "Device",
+            "auto: a CUDA GPU when torch can use one, else an Apple GPU (mps), else the CPU; cuda: the first card "
+            "(cuda:N on the command line for another)", MODEL,
+            choices=labelled(DEVICES, {}), advanced=True, also_accepts=(DEVICE_PATTERN, "cuda:N")),
     Setting("bands", BANDS, None, "Bands fed to SAM (one or three; default RGB)",
             "three bands (or one) fed to SAM, e.g. 4,3,2; default: RGB by colour interpretation, else the first "
             "three", DATA, advanced=True),
@@ -241,8 +256,8 @@ def check_values(options, table: Sequence[Setting]) -> None:
     """Raise an InputError naming the setting for the first choice outside its list or number out of bounds."""
     for s in table:
         value = getattr(options, s.name)
-        if s.kind == CHOICE and value not in s.values and not (value is None and s.none_label):
-            raise InputError(f"Unknown {s.what} '{value}'. Choose one of: {', '.join(s.values)} "
+        if s.kind == CHOICE and not s.accepts(value) and not (value is None and s.none_label):
+            raise InputError(f"Unknown {s.what} '{value}'. Choose one of: {', '.join(s.spelled_values)} "
                              f"({s.flag}, {s.parameter}).")
         if s.kind in (INT, FLOAT) and value is not None:
             if s.minimum is not None and value < s.minimum or s.maximum is not None and value > s.maximum:

@@ -1,38 +1,105 @@
-"""Which device a model runs on and in which precision: the choice (``auto``, ``cpu``, ``cuda``), checked against
-what this machine and this torch build can really run, and the precision that suits it. Every backend that
-uses torch asks here.
+"""Which device a model runs on and in which precision: the choice (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
+``mps``), checked against what this machine and this torch build can really run, the precision that suits it,
+and the context a model computes in. Every backend that uses torch asks here.
 
 A CUDA GPU that ``torch.cuda.is_available()`` reports may still be unusable: the torch build carries kernels
 for some compute capabilities only (torch 2.14 with CUDA 13: sm_75 and newer), so on an older card the first
 kernel fails with "no kernel image is available". A card is *usable* when its capability is among the build's
 architectures (or a PTX target at or below it can be compiled for it) and one tiny operation runs on it.
-Under ``auto`` an unusable card means the CPU, with the reason said; an explicit ``cuda`` then fails with a
-message naming the card and the fix.
+Under ``auto`` an unusable card means the Apple GPU (``mps``) when there is one, else the CPU, with the reason
+said; an explicit ``cuda`` then fails with a message naming the card and the fix. ``cuda`` is the first card
+(``cuda:0``); ``cuda:N`` names another.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import platform
+import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from ..errors import InputError
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_PATTERN = r"cuda:\d+"  # a CUDA card by its index, accepted besides DEVICES
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MPS_NAME = "Apple GPU (mps)"
+
+
+def is_device(device) -> bool:
+    """True for the names :func:`choose_device` takes: one of DEVICES or ``cuda:N``."""
+    return device in DEVICES or re.fullmatch(DEVICE_PATTERN, str(device)) is not None
+
+
+def device_type(device) -> str:
+    """The kind of a device name, as ``torch.device(device).type`` gives it: ``"cuda:1"`` -> ``"cuda"``."""
+    return str(device).split(":", 1)[0]
+
+
+def device_index(device) -> int:
+    """The card a CUDA device name means: ``"cuda:1"`` -> 1; ``"cuda"`` -> 0 (the first card)."""
+    _, _, index = str(device).partition(":")
+    return int(index) if index else 0
+
+
+def device_label(device) -> str:
+    """The device as the outputs name it: ``"cuda"`` -> ``"cuda:0"`` (which card), others as they are."""
+    return f"cuda:{device_index(device)}" if device_type(device) == "cuda" else str(device)
 
 
 @dataclass(frozen=True)
 class DeviceChoice:
-    device: str  # "cpu" or "cuda"
+    device: str  # as torch takes it: "cpu", "cuda", "cuda:N" or "mps"
     note: Optional[str] = None  # why ``auto`` did not choose the GPU it found, when it did not
+    name: str = ""  # the device's own name, e.g. "NVIDIA GeForce RTX 4090", "Apple GPU (mps)", the CPU model
+
+    @property
+    def type(self) -> str:
+        return device_type(self.device)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo, else the platform's), or "CPU" when neither says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor().strip() or "CPU"
+
+
+def mps_available(torch) -> bool:
+    """True when torch can use an Apple GPU (Metal Performance Shaders)."""
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def _arch_capability(arch: str, prefix: str) -> Optional[Tuple[int, int]]:
+    """``"sm_86"`` -> (8, 6), ``"compute_120"`` -> (12, 0); None for another prefix or a variant (``sm_90a``)."""
+    digits = arch[len(prefix):]
+    if not arch.startswith(prefix) or not digits.isdigit() or len(digits) < 2:
+        return None
+    return int(digits[:-1]), int(digits[-1])
 
 
 def _capability_supported(capability: Tuple[int, int], arch_list) -> bool:
-    """Kernels for ``sm_XY`` of exactly this capability, or PTX (``compute_XY``) of one at or below it."""
-    major, minor = capability
-    if f"sm_{major}{minor}" in arch_list:
+    """Kernels for ``sm_XY`` of this major version at or below this minor one (CUDA binaries run on later
+    minor versions of their major one: sm_86 kernels on an 8.9 card), or PTX (``compute_XY``) of one at or below
+    it."""
+    major, minor = tuple(capability)
+    sass = [_arch_capability(a, "sm_") for a in arch_list]
+    if any(c is not None and c[0] == major and c[1] <= minor for c in sass):
         return True
-    ptx = [a for a in arch_list if a.startswith("compute_")]
-    return any((int(a[8:-1]), int(a[-1])) <= (major, minor) for a in ptx if a[8:].isdigit())
+    ptx = [_arch_capability(a, "compute_") for a in arch_list]
+    return any(c is not None and c <= (major, minor) for c in ptx)
 
 
 def cuda_problem(torch, index: int = 0) -> Optional[str]:
@@ -53,19 +120,40 @@ def cuda_problem(torch, index: int = 0) -> Optional[str]:
 
 
 def choose_device(torch, device: str) -> DeviceChoice:
-    """``auto`` -> ``cuda`` when the GPU is usable, else ``cpu`` (with the reason when a GPU was there);
-    ``cuda`` -> an InputError naming the card and the fix when it is not usable."""
-    if device not in DEVICES:
-        raise InputError(f"Unknown device '{device}'. Choose one of: {', '.join(DEVICES)}.")
+    """``auto`` -> ``cuda`` when the first GPU is usable, else ``mps`` when torch has an Apple GPU, else ``cpu``
+    (with the reason when a CUDA GPU was there); ``cuda``/``cuda:N``/``mps`` -> an InputError naming the card
+    and the fix when it is not usable."""
+    if not is_device(device):
+        raise InputError(f"Unknown device '{device}'. Choose one of: auto, cpu, cuda, cuda:N (N: the card's "
+                         "number, from 0), mps.")
     if device == "cpu":
-        return DeviceChoice("cpu")
-    problem = cuda_problem(torch)
-    if problem is None:
-        return DeviceChoice("cuda")
-    if device == "cuda":
-        raise InputError(f"Device 'cuda' was asked for, but {problem}. Use device 'auto' or 'cpu', or install a "
-                         "torch build for this card (see pytorch.org: an older CUDA build supports older cards).")
-    return DeviceChoice("cpu", None if not torch.cuda.is_available() else f"Running on the CPU: {problem}.")
+        return DeviceChoice("cpu", name=cpu_name())
+    if device == "mps":
+        if not mps_available(torch):
+            raise InputError("Device 'mps' was asked for, but torch sees no usable Apple GPU (mps needs a Mac with "
+                             "Apple silicon, macOS 12.3 or newer and a torch build with MPS). Use device 'auto' or "
+                             "'cpu'.")
+        return DeviceChoice("mps", name=MPS_NAME)
+    if device == "auto":
+        problem = cuda_problem(torch)
+        if problem is None:
+            return DeviceChoice("cuda", name=torch.cuda.get_device_name(0))
+        note = None if not torch.cuda.is_available() else problem
+        if mps_available(torch):
+            return DeviceChoice("mps", note and f"Running on the Apple GPU (mps): {note}.", MPS_NAME)
+        return DeviceChoice("cpu", note and f"Running on the CPU: {note}.", cpu_name())
+    index = device_index(device)
+    if torch.cuda.is_available() and index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        seen = (f"{count} CUDA GPU{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})" if count > 1
+                else "one CUDA GPU (cuda:0)" if count == 1 else "no CUDA GPU")
+        raise InputError(f"Device '{device}' was asked for, but torch sees {seen}. Give a card number below "
+                         f"{count}, or device 'auto'.")
+    problem = cuda_problem(torch, index)
+    if problem is not None:
+        raise InputError(f"Device '{device}' was asked for, but {problem}. Use device 'auto' or 'cpu', or install "
+                         "a torch build for this card (see pytorch.org: an older CUDA build supports older cards).")
+    return DeviceChoice(device, name=torch.cuda.get_device_name(index))
 
 
 def cpu_supports_bf16() -> bool:
@@ -79,21 +167,62 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Optional[str]]:
-    """(precision, note): ``auto`` -> fp16 on CUDA, bf16 on a CPU that has bf16 instructions, else fp32.
-    bf16 asked for on a GPU below compute capability 8.0 would run emulated (very slowly): fp16 then, said in
-    the note."""
+    """(precision, note): ``auto`` -> fp16 on CUDA, fp32 on an Apple GPU (mps), bf16 on a CPU that has bf16
+    instructions, else fp32. bf16 asked for on a GPU below compute capability 8.0 would run emulated (very
+    slowly): fp16 then, said in the note. fp16 needs a GPU; bf16 is refused on mps."""
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
+    kind = device_type(device)
     if precision == "auto":
-        if device == "cuda":
+        if kind == "cuda":
             return "fp16", None
+        if kind == "mps":
+            return "fp32", None
         return ("bf16" if cpu_supports_bf16() else "fp32"), None
-    if precision == "fp16" and device == "cpu":
-        raise InputError("Precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32.")
-    if precision == "bf16" and device == "cuda" and torch is not None:
-        capability = tuple(torch.cuda.get_device_capability(0))
+    if precision == "fp16" and kind == "cpu":
+        raise InputError("Precision fp16 needs a CUDA GPU or an Apple GPU (mps); on the CPU use bf16 or fp32.")
+    if precision == "bf16" and kind == "mps":
+        raise InputError("Precision bf16 is not supported on the Apple GPU (mps); use fp16 or fp32.")
+    if precision == "bf16" and kind == "cuda" and torch is not None:
+        index = device_index(device)
+        capability = tuple(torch.cuda.get_device_capability(index))
         if capability < (8, 0):
-            return "fp16", (f"Precision bf16 has no hardware support on {torch.cuda.get_device_name(0)} (compute "
-                            f"capability {capability[0]}.{capability[1]}, bf16 needs 8.0) and would run emulated; "
-                            "using fp16.")
+            return "fp16", (f"Precision bf16 has no hardware support on {torch.cuda.get_device_name(index)} "
+                            f"(compute capability {capability[0]}.{capability[1]}, bf16 needs 8.0) and would run "
+                            "emulated; using fp16.")
     return precision, None
+
+
+@contextlib.contextmanager
+def _tf32_off(torch):
+    """TensorFloat-32 off for CUDA matrix products and cuDNN convolutions, the previous state restored after."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        before = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:  # TF32 was set through torch's per-operation API, where the old flags cannot be read
+        before = None
+    if before is not None:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, cudnn.allow_tf32 = before
+        return
+    settings = (matmul, cudnn.conv, cudnn.rnn)
+    saved = [s.fp32_precision for s in settings]
+    for s in settings:
+        s.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for s, value in zip(settings, saved):
+            s.fp32_precision = value
+
+
+def precision_context(torch, device: str, precision: str):
+    """The context a model computes in: autocast to bf16/fp16 (weights stay fp32, fp32-sensitive operations
+    stay fp32); fp32 on CUDA with TensorFloat-32 off, so fp32 means full fp32 matrix products."""
+    kind = device_type(device)
+    if precision == "fp32":
+        return _tf32_off(torch) if kind == "cuda" else contextlib.nullcontext()
+    return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -5,7 +5,6 @@ Only low-resolution logits (4 frame pixels per value) over each box's region lea
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import List, Optional
 
@@ -14,7 +13,7 @@ import numpy as np
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from ..embedding_cache import cache_root
 from .base import Backend, BoxLogits, PendingLogits
-from .devices import choose_device, resolve_precision
+from .devices import choose_device, device_label, device_type, precision_context, resolve_precision
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
@@ -88,10 +87,11 @@ class SamBackend(Backend):
         torch, segment_anything = import_torch()
         self._torch = torch
         choice = choose_device(torch, device)
-        self.device = choice.device
+        self.device = choice.device  # as torch takes it: "cpu", "cuda", "cuda:1", "mps"
+        self.device_name = choice.name  # e.g. "NVIDIA GeForce RTX 4090", the CPU model
         self.precision, precision_note = resolve_precision(precision, self.device, torch)
         self.notes = tuple(note for note in (choice.note, precision_note) if note)
-        self.preferred_batch = CUDA_BATCH if self.device == "cuda" else CPU_BATCH
+        self.preferred_batch = CUDA_BATCH if device_type(self.device) == "cuda" else CPU_BATCH
         model, self.model_type = load_sam(checkpoint, model_type)
         self.model = model.to(self.device)
         self.predictor = segment_anything.SamPredictor(self.model)
@@ -146,11 +146,9 @@ class SamBackend(Backend):
         self._compiled_noted = True
 
     def _precision(self):
-        """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = self._torch.bfloat16 if self.precision == "bf16" else self._torch.float16
-        return self._torch.autocast(self.device, dtype=dtype)
+        """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32); fp32 on
+        CUDA without TensorFloat-32 (:func:`.devices.precision_context`)."""
+        return precision_context(self._torch, self.device, self.precision)
 
     def encode(self, frame: np.ndarray) -> None:
         with self._torch.inference_mode(), self._precision():
@@ -174,15 +172,20 @@ class SamBackend(Backend):
             self.decoder.set_embedding(self.predictor.features)
 
     def free_cached_memory(self) -> None:
-        if self.device == "cuda":
+        kind = device_type(self.device)
+        if kind == "cuda":
             self._torch.cuda.empty_cache()
+        elif kind == "mps":
+            self._torch.mps.empty_cache()
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
     def identity(self) -> str:
-        """What decides the embedding besides the image: model weights and precision."""
-        return f"{checkpoint_fingerprint(self.checkpoint)}:{self.model_type}:{self.precision}"
+        """What decides the embedding besides the image: model weights, precision and the kind of device (a
+        bf16 embedding computed on a CPU differs from a GPU's)."""
+        return (f"{checkpoint_fingerprint(self.checkpoint)}:{self.model_type}:{self.precision}:"
+                f"{device_type(self.device)}")
 
     def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
                prompts: Optional[Prompts] = None) -> List[BoxLogits]:
@@ -228,4 +231,5 @@ class SamBackend(Backend):
         if self.model is None:
             return self._description
         compiled = ", compiled decoder" if self.compiled else ""
-        return f"SAM {self.model_type} ({self.checkpoint}) on {self.device}, {self.precision}{compiled}"
+        return (f"SAM {self.model_type} ({self.checkpoint}) on {device_label(self.device)} ({self.device_name}), "
+                f"{self.precision}{compiled}")
