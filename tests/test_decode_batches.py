@@ -18,7 +18,7 @@ from samrs.samrs_qgis.settings import SegmentOptions
 from support import read_features
 import tools_data as td
 
-HOST_SYNCS = ("aten._local_scalar_dense.default",)
+HOST_SYNCS = ("aten._local_scalar_dense.default", "aten.item.default")  # int(), float(), .item() of a tensor
 COPIES = ("aten.copy_.default", "aten._to_copy.default")
 
 

@@ -152,7 +152,10 @@ class SamBackend(Backend):
 
     def encode(self, frame: np.ndarray) -> None:
         with self._torch.inference_mode(), self._precision():
-            self.predictor.set_image(frame, image_format="RGB")
+            # segment-anything's encoder makes some tensors without a device (get_rel_pos): a default device
+            # set elsewhere in the process (another plugin) must not reach them
+            with self._torch.device(self.device):
+                self.predictor.set_image(frame, image_format="RGB")
             self.decoder.set_embedding(self.predictor.features)
 
     @property

@@ -306,7 +306,7 @@ class DecodedBatch:
     def __init__(self, packed, count: int, cells, layout):
         torch = _torch()
         on_cuda = packed.device.type == "cuda"
-        self.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=on_cuda)
+        self.host = torch.empty(packed.shape, dtype=packed.dtype, device="cpu", pin_memory=on_cuda)
         self.host.copy_(packed, non_blocking=on_cuda)
         self.ready = None
         if on_cuda:
