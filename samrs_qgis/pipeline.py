@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from .backends.base import Backend, BoxLogits, PendingLogits
+from .backends.compile_verdict import MEASURE_BATCHES, MEASURE_MIN_BOXES
 from .boxes import STATUS_EMPTY, STATUS_OK, BoxSource, PixelBox
 from .embedding_cache import EmbeddingCache
 from .errors import InputError
@@ -62,16 +63,41 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def maybe_compile_decoder(backend: Backend, boxes: int, choice: str, progress: Progress) -> None:
-    """Compile the backend's decoder when asked (``on``), or (``auto``) on a CPU when ``boxes`` boxes are
-    enough to pay for compiling; a decoder already compiled, or one the backend cannot compile, stays as it is."""
+def maybe_compile_decoder(backend: Backend, boxes: int, choice: str, progress: Progress,
+                          plan: Optional[WindowPlan] = None) -> None:
+    """Compile the backend's decoder when asked (``on``); or (``auto``, on a CPU) where a measurement on this
+    machine found the compiled decoder faster and ``boxes`` boxes are enough to pay for compiling. With no
+    measurement yet and a run big enough for measuring to pay off, measure: on ``plan``'s boxes, the window
+    just encoded; without a plan (no embedding yet, e.g. before a dataset's first image) the run's size is
+    kept on the backend for its first window. A decoder already compiled, or one the backend cannot compile,
+    stays as it is."""
     if choice not in COMPILE_CHOICES:
         raise InputError(f"Unknown compile_decoder '{choice}'. Choose {', '.join(COMPILE_CHOICES)}.")
     if choice == "off" or not backend.compilable or backend.compiled:
         return
-    if choice == "on" or (backend.device == "cpu" and boxes >= backend.compile_threshold()):
+    if choice == "on":
         progress.info(f"Compiling the mask decoder for {boxes} boxes (once per run).")
         backend.compile_decoder()
+        return
+    if backend.device != "cpu":
+        return
+    announced = max(boxes, backend.compile_run_boxes)  # a dataset's total counts for its images' runs
+    verdict = backend.compile_verdict()
+    if verdict is None:
+        if announced < MEASURE_MIN_BOXES:
+            return
+        if plan is None:
+            backend.compile_run_boxes = announced
+            return
+        sample = plan.boxes[:(MEASURE_BATCHES + 1) * backend.preferred_batch]
+        backend.measure_compile(frame_boxes(plan, [b.bounds for b in sample]),
+                                frame_boxes(plan, [sample_area(plan, b) for b in sample]), progress)
+        return
+    if verdict.compile and announced >= backend.compile_threshold():
+        progress.info(f"Compiling the mask decoder for {announced} boxes (measured on this machine: {verdict.reason}).")
+        backend.compile_decoder()
+    elif not verdict.compile and boxes >= MEASURE_MIN_BOXES:
+        progress.info(f"Mask decoder not compiled: measured on this machine, {verdict.reason}.")
 
 
 class WindowRunner:
@@ -126,7 +152,7 @@ class WindowRunner:
     def _write_outputs(self, staged: OutputPaths, transaction: OutputTransaction) -> None:
         import rasterio
 
-        prepared, options, raster = self.prepared, self.prepared.options, self.prepared.raster
+        prepared, raster = self.prepared, self.prepared.raster
         canvas = InstanceCanvas(transaction.scratch_path("canvas.tif"), raster.width, raster.height,
                                 len(prepared.boxes), raster.transform)
         writer = None
@@ -136,7 +162,6 @@ class WindowRunner:
                 writer = PolygonWriter(staged.polygons, transaction.scratch_path("polygons.gpkg"),
                                        prepared.layer_fields, crs_wkt, layer_name="masks",
                                        tags=prepared.provenance())
-            maybe_compile_decoder(prepared.backend, prepared.usable_boxes, options.compile_decoder, self.progress)
             with rasterio.Env(GDAL_CACHEMAX=256):
                 if writer:
                     for box in prepared.boxes:  # boxes with no mask to compute are accounted for first
@@ -192,6 +217,9 @@ class WindowRunner:
         t0 = time.perf_counter()
         self._encode(frame)
         self.timings["encode"] += time.perf_counter() - t0
+        if plan is self.plans[0]:  # whether compiling the decoder pays off is measured on an embedding
+            maybe_compile_decoder(self.prepared.backend, self.prepared.usable_boxes,
+                                  self.prepared.options.compile_decoder, self.progress, plan)
         self.done_work += WINDOW_COST_IN_BOXES
         # Batch k+1 is started on the device before batch k's masks are made on the host (a GPU decodes
         # meanwhile; on a CPU decoding is done when it is started).

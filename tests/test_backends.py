@@ -3,6 +3,7 @@ import pytest
 
 from samrs.samrs_qgis.backends import BACKEND_CLASSES, backend_class, make_backend
 from samrs.samrs_qgis.backends.base import Backend
+from samrs.samrs_qgis.backends.compile_verdict import MEASURE_MIN_BOXES, CompileVerdict
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.pipeline import maybe_compile_decoder
@@ -11,10 +12,12 @@ from support import RecordingProgress
 
 
 class Compilable(Backend):
+    """A backend whose compile decision is all stand-ins: a stored verdict (None: not measured), a measurement."""
     compilable = True
 
-    def __init__(self, device="cpu", threshold=100):
-        self.device, self.threshold, self.compiles = device, threshold, 0
+    def __init__(self, device="cpu", threshold=100, faster=None):
+        self.device, self.threshold, self.compiles, self.measured = device, threshold, 0, []
+        self.verdict = None if faster is None else CompileVerdict(compile=faster, reason="stand-in")
 
     @property
     def compiled(self):
@@ -25,6 +28,15 @@ class Compilable(Backend):
 
     def compile_threshold(self):
         return self.threshold
+
+    def compile_verdict(self):
+        return self.verdict
+
+    def measure_compile(self, boxes, regions, progress):
+        self.measured.append(len(boxes))
+        self.verdict = CompileVerdict(compile=True, reason="measured")
+        self.compile_decoder()
+        return self.verdict
 
 
 def test_a_backend_that_cannot_compile_says_so_and_is_never_compiled():
@@ -42,13 +54,20 @@ def test_a_backend_that_cannot_compile_says_so_and_is_never_compiled():
 
 def test_the_compile_decision_asks_the_backend_interface_only():
     progress = RecordingProgress()
-    few, many = Compilable(), Compilable()
-    maybe_compile_decoder(few, 99, "auto", progress)
+    few, many = Compilable(faster=True), Compilable(faster=True)
+    maybe_compile_decoder(few, 99, "auto", progress)  # compiled measured faster: from the backend's threshold
     maybe_compile_decoder(many, 100, "auto", progress)
     assert (few.compiles, many.compiles) == (0, 1)
     maybe_compile_decoder(many, 100, "on", progress)  # compiled already: stays as it is
     assert many.compiles == 1 and len(progress.messages) == 1
-    gpu = Compilable(device="cuda")
+    slower = Compilable(faster=False)
+    maybe_compile_decoder(slower, 10 ** 6, "auto", progress)  # measured slower: not compiled
+    assert slower.compiles == 0
+    unmeasured = Compilable()
+    maybe_compile_decoder(unmeasured, MEASURE_MIN_BOXES - 1, "auto", progress)  # too few boxes to measure
+    maybe_compile_decoder(unmeasured, 10 ** 6, "auto", progress)  # no window encoded yet: nothing to measure on
+    assert unmeasured.compiles == 0 and unmeasured.measured == []
+    gpu = Compilable(device="cuda", faster=True)
     maybe_compile_decoder(gpu, 10 ** 6, "auto", progress)  # auto compiles on a CPU only
     maybe_compile_decoder(gpu, 10 ** 6, "off", progress)
     assert gpu.compiles == 0

@@ -70,6 +70,7 @@ class Backend:
                              f"'{prompt}'. Choose one of those, or another backend (SAM with a checkpoint).")
     device = "cpu"  # where it computes: "cpu" or "cuda"
     compilable = False  # whether compile_decoder can make decoding faster; False: the backend cannot compile
+    compile_run_boxes = 0  # the most boxes announced for runs ahead with no embedding yet (a dataset's total)
 
     def encode(self, frame: np.ndarray) -> None:
         """Take the frame, uint8 (rows, cols, 3) RGB, whose longest side is ``input_size``."""
@@ -115,7 +116,19 @@ class Backend:
         """Compile the decoder (same results, faster per box). A backend that cannot compile does nothing."""
 
     def compile_threshold(self) -> int:
-        """Boxes of a CPU run from which compiling the decoder pays off; asked only of a compilable backend."""
+        """Boxes of a CPU run from which compiling the decoder pays off where it measured faster; asked only
+        of a compilable backend."""
+        raise NotImplementedError
+
+    def compile_verdict(self):
+        """What measuring on this machine found (a :class:`.compile_verdict.CompileVerdict`: is the compiled
+        decoder faster?); None when not measured yet. Asked only of a compilable backend."""
+        return None
+
+    def measure_compile(self, boxes: np.ndarray, regions: Optional[np.ndarray], progress):
+        """Time the eager against the compiled decoder on ``boxes`` (with their ``regions``) of the current
+        window, keep the verdict for this machine and leave the decoder compiled iff it was faster; returns the
+        verdict. Checks ``progress`` for cancelling. Asked only of a compilable backend."""
         raise NotImplementedError
 
     def identity(self) -> str:

@@ -5,6 +5,7 @@ Only low-resolution logits (4 frame pixels per value) over each box's region lea
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import List, Optional
 
@@ -12,7 +13,9 @@ import numpy as np
 
 from ..prompts import MASK_PROMPT_LOGIT, PROMPT_MODES, Prompts
 from ..embedding_cache import cache_root
+from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
+from .compile_verdict import CompileVerdict
 from .devices import choose_device, device_label, device_type, precision_context, resolve_precision
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
@@ -23,9 +26,11 @@ from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 # fastest: measured here (vit_b bf16, 2 cores) 14-15 ms/box at 2 to 8, 16 at 1, 19 at 16. A GPU wants many.
 CPU_BATCH = 4
 CUDA_BATCH = 64
-# torch.compile fuses the decoder's element-wise work (measured here, vit_b bf16 batch 4: 15-19 -> 7-11
-# ms/box). Compiling costs ~18 s the first time on a machine and ~1.5 s once its kernels are in the
-# compile cache (kept in the engine's cache folder): worth it from about this many boxes in a run.
+# torch.compile fuses the decoder's element-wise work. Whether that is faster depends on the CPU (AVX-512,
+# vit_b bf16 batch 4: 15-19 -> 7-11 ms/box; a 2-core AVX2 CPU: 3.4-3.7x slower), so it is measured once per
+# machine (:mod:`.compile_verdict`). Compiling costs ~18 s the first time on a machine and ~1.5 s once its
+# kernels are in the compile cache (kept in the engine's cache folder): where compiled measured faster, worth
+# it from about this many boxes in a run.
 COMPILE_MIN_BOXES = 2000  # nothing compiled here before
 COMPILE_MIN_BOXES_WARM = 300  # the same decoder was compiled here before (a marker in the compile cache)
 
@@ -66,6 +71,11 @@ def sam_mask_prompt(polygons, size: int, cell: float) -> np.ndarray:
                                     transform=Affine.scale(cell)).astype(bool)
         out[i, 0][inside] = MASK_PROMPT_LOGIT
     return out
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _pad(array: Optional[np.ndarray], size: int) -> Optional[np.ndarray]:
@@ -120,12 +130,45 @@ class SamBackend(Backend):
         """Run the decoder's transformer through ``torch.compile`` (same computation, fused kernels).
 
         Shapes are kept static (batches are padded to ``preferred_batch``) so it compiles once;
-        if compiling fails (e.g. no C++ compiler) the eager decoder is used again. Compiled kernels
-        are cached in the engine's cache folder, so later runs compile in seconds.
+        if compiling fails (e.g. no C++ compiler) the eager decoder is used again, and
+        :attr:`compile_error` says why. Compiled kernels are cached in the engine's cache folder, so
+        later runs compile in seconds.
         """
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled"))
-        if not self.decoder.compiled:
+        if self.decoder.compiled:
+            return
+        errors = self._compile_errors = []  # what compiling raised; a list the compiled function may hold
+        try:
             self.decoder.compile()
+        except Exception as exc:  # noqa: BLE001 - cannot compile here: the eager decoder stays
+            self.decoder.uncompile()
+            errors.append(_first_line(exc))
+            return
+        self._watch_compiled(errors)
+
+    def _watch_compiled(self, errors: List[str]) -> None:
+        """Wrap the compiled transformer so that what it raises first (compiling happens at its first call,
+        and a failure there makes :meth:`decode` fall back to eager) is kept in ``errors``. The wrapper holds
+        the list, not the backend (no reference cycle)."""
+        compiled = getattr(self.decoder, "_compiled_transformer", None)
+        if compiled is None:
+            return
+
+        def watched(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as exc:
+                if not errors:
+                    errors.append(_first_line(exc))
+                raise
+
+        self.decoder._compiled_transformer = watched
+
+    @property
+    def compile_error(self) -> str:
+        """Why compiling the decoder failed ('' when it did not, or was not tried)."""
+        errors = getattr(self, "_compile_errors", None)
+        return errors[0] if errors else ""
 
     def _compile_marker(self) -> str:
         name = f"decoder-{self._torch.__version__}-{self.device}-{self.precision}-b{self.preferred_batch}"
@@ -133,7 +176,8 @@ class SamBackend(Backend):
                             "samrs-markers", name)
 
     def compile_threshold(self) -> int:
-        """Boxes in a run from which compiling pays off: fewer once this decoder was compiled here."""
+        """Boxes in a run from which compiling pays off where it measured faster: fewer once this decoder
+        was compiled here (its kernels are in the compile cache)."""
         return COMPILE_MIN_BOXES_WARM if os.path.exists(self._compile_marker()) else COMPILE_MIN_BOXES
 
     def _note_compiled(self) -> None:
@@ -144,6 +188,84 @@ class SamBackend(Backend):
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         open(marker, "w").close()
         self._compiled_noted = True
+
+    def compile_verdict_key(self) -> dict:
+        """What the verdict on compiling is kept under: machine, torch version, device, precision, model, batch."""
+        return verdicts.verdict_key(self._torch, self.device, self.precision, self.model_type,
+                                           self.preferred_batch)
+
+    def compile_verdict(self) -> Optional[CompileVerdict]:
+        return verdicts.load(self.compile_verdict_key())
+
+    def measure_compile(self, boxes: np.ndarray, regions: Optional[np.ndarray], progress) -> CompileVerdict:
+        """Time the eager decoder against the compiled one on ``boxes`` of the current window (frame
+        coordinates, with their ``regions``; repeated to fill the batches), keep the verdict for this machine
+        and leave the decoder compiled iff it was faster. After a warm-up batch of each (the compiled one
+        compiles, timed apart), the two decode the same batches alternately, so that other work on the machine
+        weighs on both alike; the verdict compares their median times per box. Cancelling leaves it eager."""
+        from time import perf_counter
+
+        batch = self.preferred_batch
+        count = (verdicts.MEASURE_BATCHES + 1) * batch
+        pick = np.resize(np.arange(len(boxes)), count)
+        batches = [(boxes[pick[i:i + batch]], None if regions is None else regions[pick[i:i + batch]])
+                   for i in range(0, count, batch)]
+        timed = batch * verdicts.MEASURE_BATCHES
+        progress.info(f"Measuring whether the compiled mask decoder is faster on this machine: {timed} boxes each, "
+                      "eager and compiled (once per machine and settings; compiling takes up to a minute the first "
+                      "time).")
+        try:
+            self._time_batch(batches[0], progress)  # warm-up
+            progress.check_cancelled()
+            t0 = perf_counter()
+            self.compile_decoder()
+            if self.compiled:
+                self.decode(*batches[0])  # compiles
+            compile_seconds = perf_counter() - t0
+            eager, compiled = [], []
+            for pair in batches[1:]:
+                if self.compiled:
+                    compiled.append(self._time_batch(pair, progress))
+                with self._eager():
+                    eager.append(self._time_batch(pair, progress))
+            eager_ms = float(np.median(eager))
+            if not self.compiled:  # compiling failed: decode fell back to the eager decoder
+                verdict = verdicts.failed(self.compile_error or "the compiled decoder raised an error",
+                                          eager_ms, compile_seconds, timed)
+            else:
+                verdict = verdicts.decide(eager_ms, float(np.median(compiled)), compile_seconds, timed)
+        except BaseException:
+            self.decoder.uncompile()  # cancelled (or failed) while measuring: the eager decoder, no verdict
+            raise
+        if not verdict.compile:
+            self.decoder.uncompile()
+        try:
+            verdicts.save(self.compile_verdict_key(), verdict)
+        except Exception as exc:  # noqa: BLE001 - the run goes on; the next big run measures again
+            progress.warning(f"Could not keep the compile verdict ({_first_line(exc)}).")
+        progress.info(f"Measured on this machine, {verdict.describe()}: "
+                      f"{'compiling' if verdict.compile else 'not compiling'} the mask decoder.")
+        return verdict
+
+    def _time_batch(self, batch, progress) -> float:
+        """Milliseconds per box decoding ``batch`` (boxes, regions)."""
+        from time import perf_counter
+
+        progress.check_cancelled()
+        t0 = perf_counter()
+        self.decode(*batch)
+        return 1000.0 * (perf_counter() - t0) / len(batch[0])
+
+    @contextlib.contextmanager
+    def _eager(self):
+        """The eager decoder for a while (timed between compiled batches), then the compiled one again."""
+        compiled = getattr(self.decoder, "_compiled_transformer", None)
+        self.decoder.uncompile()
+        try:
+            yield
+        finally:
+            if compiled is not None:
+                self.decoder._compiled_transformer = compiled
 
     def _precision(self):
         """Autocast to the reduced precision in use (weights stay fp32; fp32-sensitive ops stay fp32); fp32 on
