@@ -180,3 +180,16 @@ def test_the_next_batch_starts_before_the_previous_one_is_post_processed(tmp_pat
     assert [f["instance_id"] for f in features] == sorted(f["instance_id"] for f in features)  # input order, once
     assert len(features) == boxes
     assert [f["score"] for f in features] == [float(k) for k in range(1, boxes + 1)]  # box k from batch k
+
+
+def test_arrays_reach_a_cuda_device_through_pinned_memory_without_waiting(monkeypatch):
+    """On CUDA a copy from pageable memory would wait for the batch being decoded; simulated: the calls made."""
+    from samrs.samrs_qgis.backends.devices import to_device
+
+    calls, real_to = [], torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or real_to(self, "cpu"))
+    assert to_device(torch, np.arange(3), "cuda:1").tolist() == [0, 1, 2]
+    assert calls == ["pin", (("cuda:1",), {"non_blocking": True})]
+    calls.clear()
+    assert to_device(torch, np.arange(3), "cpu").tolist() == [0, 1, 2] and calls == [(("cpu",), {})]

@@ -219,6 +219,15 @@ def _tf32_off(torch):
             s.fp32_precision = value
 
 
+def to_device(torch, array, device: str):
+    """A numpy array as a tensor on ``device``. On CUDA through pinned memory without waiting: a plain copy from
+    pageable memory first waits for all the work queued on the device (the batch being decoded)."""
+    tensor = torch.as_tensor(array, device="cpu")
+    if device_type(device) == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def precision_context(torch, device: str, precision: str):
     """The context a model computes in: autocast to bf16/fp16 (weights stay fp32, fp32-sensitive operations
     stay fp32); fp32 on CUDA with TensorFloat-32 off, so fp32 means full fp32 matrix products."""

@@ -16,7 +16,7 @@ from ..embedding_cache import cache_root
 from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
-from .devices import choose_device, device_label, device_type, precision_context, resolve_precision
+from .devices import choose_device, device_label, device_type, precision_context, resolve_precision, to_device
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
@@ -324,7 +324,7 @@ class SamBackend(Backend):
         size = self.preferred_batch if self.compiled else count  # pad to the one compiled shape
 
         def tensor(array):
-            return None if array is None else torch.as_tensor(_pad(array, size), device=self.device)
+            return None if array is None else to_device(torch, _pad(array, size), self.device)
 
         box_t = tensor(None if prompts.boxes is None else sam_box_prompt(prompts.boxes))
         points = None

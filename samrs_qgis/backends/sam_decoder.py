@@ -22,6 +22,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .devices import to_device
+
 EMBED_CELL = 16  # frame pixels per image-embedding cell (1024 / 64)
 LOGIT_CELL = 4  # frame pixels per low-resolution logit cell (1024 / 256)
 
@@ -244,8 +246,8 @@ class WindowMaskDecoder:
         cells = [crop_cells(None if regions is None else regions[i], w.grid_shape) for i in range(count)]
         groups = list(crop_groups(cells, src.shape[1] // 8))
         # (box, row0, col0) of every box in group order: the batch's one copy of crop offsets to the device
-        offsets = torch.as_tensor(np.array([[i, cells[i][0], cells[i][1]] for _, members in groups for i in members],
-                                           dtype=np.int64).reshape(-1, 3), device=src.device)
+        offsets = to_device(torch, np.array([[i, cells[i][0], cells[i][1]] for _, members in groups for i in members],
+                                            dtype=np.int64).reshape(-1, 3), str(src.device))
         parts, layout, at = [scores], [], 0
         for shape, members in groups:
             group = offsets[at:at + len(members)]
