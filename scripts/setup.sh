@@ -2,8 +2,9 @@
 # Installs everything the plugin, its tests and the demo need on Debian 12, idempotently.
 #   apt: QGIS 3.22 with PyQGIS and the geospatial stack that links QGIS's own GDAL/PROJ;
 #   venv: made from /usr/bin/python3 (the interpreter QGIS embeds) with --system-site-packages,
-#         holding torch, segment-anything, OpenCV and the test tools, under a constraints file
-#         that keeps the system numpy.
+#         holding torch, the SAM families' packages (segment-anything, segment-anything-hq, sam2),
+#         ONNX Runtime and onnx, OpenCV and the test tools, under a constraints file that keeps the
+#         system numpy; sam2 (a source distribution) is built in a step of its own.
 # A second run only checks and returns.
 #
 # One line per step on the terminal; the full output of every step (apt, pip, the import check) goes to
@@ -73,20 +74,30 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "Python packages: installing requirements/venv.txt (torch is several GB: minutes)" \
     "$venv/bin/pip" install --disable-pip-version-check --progress-bar off \
     -c "$root/requirements/constraints.txt" -r "$root/requirements/venv.txt"
+  # sam2 is a source distribution whose build imports torch: built against the venv's torch (no build
+  # isolation), without its optional CUDA extension (only a GPU post-processing helper), and without
+  # its declared dependencies (numpy>=1.24.4 would replace QGIS's numpy; the others are in venv.txt).
+  step "sam2: building from source against the venv's torch, CUDA extension off" \
+    env SAM2_BUILD_CUDA=0 SAM2_BUILD_ALLOW_ERRORS=0 "$venv/bin/pip" install --disable-pip-version-check \
+    --progress-bar off --no-build-isolation --no-deps -c "$root/requirements/constraints.txt" sam2
   echo "$want" > "$stamp"
 else
   echo "setup: Python packages ... ok (requirements unchanged)"
 fi
 
 # -- check: everything imports from the venv -------------------------------------------------------
-name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV)"
+name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV, SAM-HQ, SAM 2, ONNX Runtime)"
 printf 'setup: %s ... ' "$name"
 printf '\n## %s\n' "$name" >> "$log"
 status=0
 versions=$("$venv/bin/python" - 2>> "$log" <<'PY'
 import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2, pycocotools.mask, matplotlib
+import segment_anything_hq, sam2.build_sam, onnxruntime, onnx
+from importlib.metadata import version
 print(f"QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
-      f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}")
+      f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}, segment-anything-hq "
+      f"{version('segment-anything-hq')}, sam2 {version('sam2')}, onnxruntime {onnxruntime.__version__}, "
+      f"onnx {onnx.__version__}")
 PY
 ) || status=$?
 [ -z "$versions" ] || echo "$versions" >> "$log"
