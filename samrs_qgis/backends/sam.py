@@ -171,7 +171,8 @@ class SamBackend(Backend):
         return errors[0] if errors else ""
 
     def _compile_marker(self) -> str:
-        name = f"decoder-{self._torch.__version__}-{self.device}-{self.precision}-b{self.preferred_batch}"
+        device = device_label(self.device).replace(":", "-")  # a file name on every system
+        name = f"decoder-{self._torch.__version__}-{device}-{self.precision}-b{self.preferred_batch}"
         return os.path.join(os.environ.get("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache_root(), "compiled")),
                             "samrs-markers", name)
 
