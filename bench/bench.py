@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+import gpu_path  # beside this file: what the CPU shows of the decoder's GPU path
+
 REPO = Path(__file__).resolve().parent.parent
 T_START = time.perf_counter()
 CRS = "EPSG:32617"
@@ -825,6 +827,13 @@ def main():
             f"faster on the machine), {measured7e}: eager wins here, the longer comparison is skipped | target the "
             f"engine compiles only where faster {verdict(ok7e)}")
     results["7e"] = ok7e
+    log("figure 7f: host synchronisations and operations per decoder batch")
+    line7f, ok7f = gpu_path.figure(ours, fb7, regions7, compiled if compiled.compiled else None,
+                                   sizes=(4, 16, len(fb7)))
+    out(f"Fig 7f the decoder's GPU path as a CPU shows it (vit_b {ours.precision}, figure 7's boxes and regions): "
+        f"{line7f} | target host synchronisations and copies per batch the same at every batch size, none per box "
+        f"{verdict(ok7f)}")
+    results["7f"] = ok7f
     out(f"Fig 7c mask agreement fp32 vs {ours.precision} (same-sign upsampled logits in the boxes' neighbourhoods, "
         f"48 boxes each): real image {agree_real:.4f}, synthetic image {agree_synth:.4f} | random weights: median "
         f"|fp32 logit| there {mag_real:.3f} (real), {mag_synth:.3f} (synthetic) | target >= 0.99 real "
