@@ -1,13 +1,13 @@
 """A batch of boxes is decoded with a fixed amount of device work and one transfer to the host, whatever the
 number of boxes: what a GPU needs to stay busy, checked on the CPU by counting the operations torch dispatches
-(each one a kernel launch on a GPU; ``_local_scalar_dense`` is a host synchronisation such as ``int()`` or
-``float()`` of a device value). The pipeline starts batch k+1 before it post-processes batch k."""
-from collections import Counter
+(each one a kernel launch on a GPU; ``_local_scalar_dense``, or ``item`` under inference mode, is a host
+synchronisation such as ``int()`` or ``float()`` of a device value). The pipeline starts batch k+1 before it post-processes batch k."""
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from samrs.samrs_qgis.backends import sam_decoder
 from samrs.samrs_qgis.backends.base import Backend, BoxLogits, PendingLogits
@@ -18,26 +18,8 @@ from samrs.samrs_qgis.settings import SegmentOptions
 from support import read_features
 import tools_data as td
 
-HOST_SYNCS = ("aten._local_scalar_dense.default", "aten.item.default")  # int(), float(), .item() of a tensor
-COPIES = ("aten.copy_.default", "aten._to_copy.default")
-
-
-class DispatchCounter(TorchDispatchMode):
-    """Counts every operation torch dispatches while active, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-    def total(self) -> int:
-        return sum(self.ops.values())
-
-    def of(self, names) -> int:
-        return sum(self.ops[name] for name in names)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from gpu_path import eager_counts  # noqa: E402 - the counting that `make bench` figure 7f reports
 
 
 def same_shape_boxes(n):
@@ -47,10 +29,8 @@ def same_shape_boxes(n):
 
 
 def counted_decode(backend, boxes, regions):
-    with DispatchCounter() as counter:
-        logits = backend.decode(boxes, regions)
-    assert len(logits) == len(boxes)
-    return counter
+    """(operations, host synchronisations, copies) dispatched by decoding ``boxes``."""
+    return eager_counts(backend, boxes, regions)
 
 
 @pytest.fixture(scope="module", params=["fp32", "bf16"])
@@ -71,9 +51,9 @@ def test_device_work_and_host_transfers_do_not_grow_with_the_boxes_of_a_batch(en
             counts[n] = counted_decode(encoded, boxes, boxes + [-16, -16, 16, 16])
     finally:
         encoded.multimask = False
-    assert counts[2].of(HOST_SYNCS) == counts[32].of(HOST_SYNCS) == 0
-    assert counts[2].of(COPIES) == counts[8].of(COPIES) == counts[32].of(COPIES)
-    assert counts[2].total() == counts[8].total() == counts[32].total()  # no operation per box
+    assert counts[2][1] == counts[8][1] == counts[32][1] == 0  # no host synchronisation
+    assert counts[2][2] == counts[8][2] == counts[32][2]  # copies
+    assert counts[2][0] == counts[8][0] == counts[32][0]  # no operation per box
 
 
 def test_each_crop_shape_costs_one_group_however_many_boxes_share_it(encoded):
@@ -88,7 +68,7 @@ def test_each_crop_shape_costs_one_group_however_many_boxes_share_it(encoded):
     few, many = boxes(1), boxes(10)
     shapes = {tuple(np.subtract(c[2:], c[:2])) for c in (sam_decoder.crop_cells(r, (64, 64)) for r in many)}
     assert len(shapes) == 3
-    assert counted_decode(encoded, few, few).total() == counted_decode(encoded, many, many).total()
+    assert counted_decode(encoded, few, few)[0] == counted_decode(encoded, many, many)[0]
 
 
 def test_a_batch_gives_what_its_boxes_give_one_at_a_time(encoded):
