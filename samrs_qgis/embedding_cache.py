@@ -1,20 +1,26 @@
 """Window embeddings kept on disk, so a second run over the same raster (other prompts, other
 post-processing) skips the image encoder.
 
-The key is a hash of the frame the encoder would see (its pixels carry the raster content, the
-window, the bands and the stretch) and of the backend's identity (checkpoint fingerprint, model type,
-precision). The folder is trimmed to a size limit, oldest use first.
+An embedding is what a backend needs besides the frame to decode boxes: named arrays (SAM: the image
+embedding; SAM-HQ adds the encoder's early features, SAM 2 its high-resolution features), kept as one
+``.npz`` file per window. The key is a hash of the frame the encoder would see (its pixels carry the raster
+content, the window, the bands and the stretch) and of the backend's identity (checkpoint fingerprint, model
+type, precision, device type). The folder is trimmed to a size limit, oldest use first.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
-from typing import Optional
+import zipfile
+from typing import Dict, Optional
 
 import numpy as np
 
 DEFAULT_LIMIT_MB = 2048
+ENTRY_SUFFIXES = (".npz", ".npy")  # .npy: single-array entries of earlier versions, never read, trimmed first
+
+Embedding = Dict[str, np.ndarray]  # name -> array, as a backend's ``embedding`` gives it
 
 
 def cache_root() -> str:
@@ -44,23 +50,24 @@ class EmbeddingCache:
         return digest.hexdigest()
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.folder, f"{key}.npy")
+        return os.path.join(self.folder, f"{key}.npz")
 
-    def get(self, key: str) -> Optional[np.ndarray]:
+    def get(self, key: str) -> Optional[Embedding]:
         path = self._path(key)
         try:
-            embedding = np.load(path)
-        except (OSError, ValueError):
+            with np.load(path, allow_pickle=False) as stored:
+                embedding = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # missing, or damaged (a full disk)
             self.misses += 1
             return None
         os.utime(path)  # most recently used survives trimming
         self.hits += 1
         return embedding
 
-    def put(self, key: str, embedding: np.ndarray) -> None:
-        fd, temp = tempfile.mkstemp(dir=self.folder, suffix=".npy.partial")
+    def put(self, key: str, embedding: Embedding) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.folder, suffix=".npz.partial")
         with os.fdopen(fd, "wb") as f:
-            np.save(f, embedding)
+            np.savez(f, **embedding)  # uncompressed: embeddings are float noise to a compressor
         os.replace(temp, self._path(key))  # readers never see a half-written file
         self.trim()
 
@@ -68,12 +75,12 @@ class EmbeddingCache:
         """Delete least recently used entries until the folder is within the size limit."""
         entries = []
         for name in os.listdir(self.folder):
-            if name.endswith(".npy"):
+            if name.endswith(ENTRY_SUFFIXES):
                 path = os.path.join(self.folder, name)
                 stat = os.stat(path)
-                entries.append((stat.st_mtime, stat.st_size, path))
-        total = sum(size for _, size, _ in entries)
-        for _, size, path in sorted(entries):
+                entries.append((name.endswith(".npz"), stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, _, size, _ in entries)
+        for _, _, size, path in sorted(entries):
             if total <= self.limit_bytes:
                 break
             os.remove(path)

@@ -56,19 +56,19 @@ def _same(a, b):
 
 def test_encoding_makes_no_tensor_without_a_device(backend, rel_pos_on_its_device):
     backend.encode(FRAME)
-    expected = backend.embedding.copy()
+    expected = backend.embedding["image_embeddings"].copy()
     with torch.device("meta"):
         backend.encode(FRAME)
     assert backend.predictor.features.device.type == "cpu"
-    assert np.array_equal(backend.embedding, expected)
+    assert np.array_equal(backend.embedding["image_embeddings"], expected)
 
 
 def test_a_default_device_set_elsewhere_does_not_change_the_embedding(backend):
     backend.encode(FRAME)
-    expected = backend.embedding.copy()
+    expected = backend.embedding["image_embeddings"].copy()
     with torch.device("meta"):
         backend.encode(FRAME)
-    assert np.array_equal(backend.embedding, expected)
+    assert np.array_equal(backend.embedding["image_embeddings"], expected)
 
 
 def test_decoding_makes_no_tensor_without_a_device(backend):

@@ -1,5 +1,7 @@
 """The paths that make runs cheap must not change results: embedding cache, out-of-memory back-off,
 streaming raster writes."""
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -41,7 +43,7 @@ def test_cache_hits_on_a_second_run_and_misses_when_what_the_encoder_sees_change
     cache_dir = tmp_path / "cache"
     sam = dict(checkpoint=tiny_sam_checkpoint, device="cpu", precision="fp32", cache_dir=str(cache_dir))
     first, out1 = run(raster, boxes, tmp_path / "a", **sam)
-    assert first.timings.get("cached_windows", 0) == 0 and len(list(cache_dir.glob("*.npy"))) == first.windows
+    assert first.timings.get("cached_windows", 0) == 0 and len(list(cache_dir.glob("*.npz"))) == first.windows
     second, out2 = run(raster, boxes, tmp_path / "b", clip_to_box=True, **sam)  # other post-processing
     assert second.timings["cached_windows"] == second.windows
     third, out3 = run(raster, boxes, tmp_path / "c", **sam)
@@ -68,9 +70,25 @@ def test_cache_respects_its_size_limit(tmp_path):
     arrays = [np.full((256, 1024), i, np.float32) for i in range(3)]  # 1 MiB each
     keys = [cache.key(a.astype(np.uint8), "model") for a in arrays]
     for key, a in zip(keys, arrays):
-        cache.put(key, a)
-    assert cache.get(keys[0]) is None and np.array_equal(cache.get(keys[2]), arrays[2])
-    assert sum(p.stat().st_size for p in tmp_path.glob("*.npy")) <= 1.5 * 1024 * 1024
+        cache.put(key, {"image_embeddings": a})
+    assert cache.get(keys[0]) is None and np.array_equal(cache.get(keys[2])["image_embeddings"], arrays[2])
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.npz")) <= 1.5 * 1024 * 1024
+
+
+def test_cache_entries_hold_named_arrays_and_damaged_or_old_entries_are_misses(tmp_path):
+    cache = EmbeddingCache(str(tmp_path), limit_mb=4)
+    embedding = {"image_embeddings": np.ones((1, 4, 8, 8), np.float32), "early": np.zeros((2, 3), np.float32)}
+    cache.put("k", embedding)
+    back = cache.get("k")
+    assert sorted(back) == ["early", "image_embeddings"] and all(np.array_equal(back[n], embedding[n]) for n in back)
+    (tmp_path / "d.npz").write_bytes(b"PK\x03\x04 cut short")  # a file cut short (full disk)
+    assert cache.get("d") is None and cache.misses == 1
+    old = tmp_path / "old.npy"  # an entry of an earlier version: never read, trimmed first
+    np.save(old, np.zeros((256, 1024), np.float32))
+    os.utime(old, (2e9, 2e9))  # even when used last
+    cache.limit_bytes = 1024 * 1024
+    cache.trim()
+    assert not old.exists() and (tmp_path / "k.npz").exists()
 
 
 class OutOfMemoryAbove(SamBackend):

@@ -230,7 +230,7 @@ def test_ablation_over_a_dataset_encodes_each_image_once(tmp_path, tiny_sam_chec
     assert rows[0]["mean_iou"] != rows[1]["mean_iou"]  # the prompt reached SAM
     for mode in ("box", "point"):
         assert (out / mode / "manifest.json").is_file() and (out / mode / "metrics.csv").is_file()
-    assert len(list(cache.rglob("*.npy"))) == 2  # one embedding per image, shared by both modes
+    assert len(list(cache.rglob("*.npz"))) == 2  # one embedding per image, shared by both modes
 
 
 def test_export_reviewed_drops_rejected_masks(tmp_path):

@@ -101,10 +101,13 @@ class Backend:
 
     @property
     def embedding(self):
-        """The encoded window, for the embedding cache; None for backends without one."""
+        """The encoded window for the embedding cache: named float32 arrays (``Dict[str, np.ndarray]``, see
+        :mod:`samrs_qgis.embedding_cache`); None for backends without one."""
         return None
 
     def load_embedding(self, embedding, frame_shape) -> None:
+        """Decode the next boxes against ``embedding`` (as :attr:`embedding` gave it) of a frame of
+        ``frame_shape`` (rows, cols) instead of encoding that frame."""
         raise NotImplementedError
 
     @property

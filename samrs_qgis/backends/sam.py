@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -282,15 +282,15 @@ class SamBackend(Backend):
             self.decoder.set_embedding(self.predictor.features)
 
     @property
-    def embedding(self) -> np.ndarray:
-        """The current window's image embedding, float32 (1, 256, 64, 64)."""
-        return self.predictor.features.float().cpu().numpy()
+    def embedding(self) -> Dict[str, np.ndarray]:
+        """The current window's image embedding: ``image_embeddings`` float32 (1, 256, 64, 64)."""
+        return {"image_embeddings": self.predictor.features.float().cpu().numpy()}
 
-    def load_embedding(self, embedding: np.ndarray, frame_shape) -> None:
+    def load_embedding(self, embedding: Dict[str, np.ndarray], frame_shape) -> None:
         """Use a stored embedding (from :attr:`embedding`) for a frame of ``frame_shape`` instead of encoding."""
         torch = self._torch
         self.predictor.reset_image()
-        self.predictor.features = torch.as_tensor(embedding, device=self.device)
+        self.predictor.features = to_device(torch, embedding["image_embeddings"], self.device)
         self.predictor.original_size = tuple(frame_shape)
         self.predictor.input_size = tuple(frame_shape)
         self.predictor.is_image_set = True
