@@ -276,19 +276,24 @@ def check_options(options) -> None:
         raise InputError("The SAM backend needs a checkpoint (.pth): download sam_vit_b_01ec64.pth, "
                          "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth (python -m samrs_qgis download-checkpoints), "
                          "or choose the GrabCut backend.")
-    if backend == "sam" and os.path.isdir(options.checkpoint):  # a common slip: the download folder
+    if backend == "sam" and os.path.isdir(options.checkpoint):  # an ONNX pair's folder, or a slip: the download folder
         try:
-            inside = sorted(n for n in os.listdir(options.checkpoint) if n.lower().endswith(".pth"))
+            names = os.listdir(options.checkpoint)
         except OSError:
-            inside = []
+            names = []
+        if any(n.lower().endswith(".onnx") for n in names):
+            return backend_class(backend).check_prompt_mode(options.prompt)
+        inside = sorted(n for n in names if n.lower().endswith((".pth", ".pt")))
         if inside:
-            raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder; give the .pth file inside it "
+            raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder; give the model file inside it "
                              f"({', '.join(inside[:3])}{', …' if len(inside) > 3 else ''}).")
-        raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder without a .pth file; give the path of "
-                         "a SAM checkpoint file (python -m samrs_qgis download-checkpoints fetches the official ones).")
+        raise InputError(f"SAM checkpoint '{options.checkpoint}' is a folder without a model file; give the path of "
+                         "a SAM checkpoint file, or a folder holding an ONNX encoder and decoder (python -m samrs_qgis "
+                         "download-checkpoints fetches the official checkpoints).")
     if backend == "sam" and not os.path.isfile(options.checkpoint):
         raise InputError(f"SAM checkpoint '{options.checkpoint}' does not exist. Give the path of a SAM checkpoint "
-                         "file (.pth); python -m samrs_qgis download-checkpoints fetches the official ones.")
+                         "file (.pth, .pt) or of a folder holding an ONNX encoder and decoder; python -m samrs_qgis "
+                         "download-checkpoints fetches the official checkpoints.")
     backend_class(backend).check_prompt_mode(options.prompt)
 
 

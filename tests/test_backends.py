@@ -88,3 +88,23 @@ def test_backends_are_made_by_name():
     with pytest.raises(InputError, match="grabcut backend takes the prompt modes box, not 'point'"):
         backend_class("grabcut").check_prompt_mode("point")
     backend_class("sam").check_prompt_mode("point")
+
+
+def test_the_sam_backend_runs_the_class_of_the_model_files_family(tmp_path, tiny_sam_checkpoint):
+    from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, model_family
+    from samrs.samrs_qgis.backends.model_files import FAMILIES
+
+    assert set(FAMILY_CLASSES) <= set(FAMILIES)
+    assert model_family(tiny_sam_checkpoint) == "sam" and family_class("sam").name == "sam"
+    backend = make_backend(SegmentOptions(checkpoint=tiny_sam_checkpoint, device="cpu"))
+    try:
+        assert type(backend) is family_class("sam")
+    finally:
+        backend.close()
+    empty = tmp_path / "models"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no .onnx files"):
+        model_family(str(empty))
+    (empty / "notes.onnx").write_bytes(b"not a graph")
+    with pytest.raises(InputError, match="notes.onnx"):
+        model_family(str(empty))

@@ -281,10 +281,10 @@ def test_a_checkpoint_folder_says_to_give_the_pth_inside(qgis_app, tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     result = bad(run_cli("segment", raster, boxes, "--checkpoint", folder, "--out-dir", tmp_path / "out"))
-    assert f"SAM checkpoint '{folder}' is a folder without a .pth file" in error_line(result)
+    assert f"SAM checkpoint '{folder}' is a folder without a model file" in error_line(result)
     (folder / "sam_vit_b_01ec64.pth").write_bytes(b"")
     result = bad(run_cli("segment", raster, boxes, "--checkpoint", folder, "--out-dir", tmp_path / "out"))
-    assert error_line(result).endswith(f"SAM checkpoint '{folder}' is a folder; give the .pth file inside it "
+    assert error_line(result).endswith(f"SAM checkpoint '{folder}' is a folder; give the model file inside it "
                                        "(sam_vit_b_01ec64.pth).")
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
     message = failure(SEGMENT, {"INPUT": raster, "BOXES": boxes, "BACKEND": SAM, "CHECKPOINT": str(folder),

@@ -1,13 +1,15 @@
 """Segmentation backends behind one interface (:class:`.base.Backend`), made by name.
 
-A model family is one module here holding a :class:`~.base.Backend` subclass (with its ``from_options``),
-plus its entry in :data:`BACKEND_CLASSES` and its name in :data:`samrs_qgis.settings.BACKENDS`.
-Backend modules are light to import; what is heavy (torch for SAM, OpenCV for GrabCut) loads only when a
-backend is made.
+The user chooses a backend by name (:data:`BACKEND_CLASSES`: ``sam`` or ``grabcut``). The ``sam`` backend runs
+whatever SAM model file it is given: the file's family (:func:`.model_files.identify`) picks the class that
+runs it from :data:`FAMILY_CLASSES`. A model family is one module here holding a :class:`~.base.Backend`
+subclass (with its ``from_options``) plus its line in :data:`FAMILY_CLASSES`. Backend modules are light to
+import; what is heavy (torch, ONNX Runtime, OpenCV) loads only when a backend is made.
 """
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Dict, Tuple, Type
 
 from ..errors import InputError
@@ -15,6 +17,11 @@ from .base import Backend
 
 BACKEND_CLASSES: Dict[str, Tuple[str, str]] = {"sam": (".sam", "SamBackend"),
                                                 "grabcut": (".grabcut", "GrabCutBackend")}  # name -> (module, class)
+
+# The class that runs a model file of each family (keys of :data:`.model_files.FAMILIES`) -> (module, class).
+FAMILY_CLASSES: Dict[str, Tuple[str, str]] = {
+    "sam": (".sam", "SamBackend"),
+}
 
 
 def backend_class(name: str) -> Type[Backend]:
@@ -25,6 +32,30 @@ def backend_class(name: str) -> Type[Backend]:
     return getattr(importlib.import_module(module, __package__), cls)
 
 
+def model_family(checkpoint: str) -> str:
+    """The family of the model in ``checkpoint``: a model file, or a folder holding an ONNX encoder/decoder pair
+    (then the family of the ONNX files inside). An InputError naming the file when it is not a model run here."""
+    from .model_files import identify, unsupported_message
+
+    path = checkpoint
+    if os.path.isdir(checkpoint):
+        onnx = sorted(n for n in os.listdir(checkpoint) if n.lower().endswith(".onnx"))
+        if not onnx:
+            raise InputError(f"Model folder '{checkpoint}' holds no .onnx files; give a model file (.pth, .pt) or "
+                             "a folder holding an ONNX encoder and decoder.")
+        path = os.path.join(checkpoint, onnx[0])
+    model = identify(path)
+    if model.family not in FAMILY_CLASSES:
+        raise InputError(unsupported_message(model))
+    return model.family
+
+
+def family_class(family: str) -> Type[Backend]:
+    """The Backend subclass that runs model files of ``family`` (nothing loaded)."""
+    module, cls = FAMILY_CLASSES[family]
+    return getattr(importlib.import_module(module, __package__), cls)
+
+
 def make_backend(options, progress=None) -> Backend:
     """The backend ``options.backend`` names (options: :class:`samrs_qgis.settings.SegmentOptions`; ``auto``
     as :func:`samrs_qgis.settings.resolve_backend` resolves it), loaded and ready (checkpoint errors surface
@@ -32,7 +63,10 @@ def make_backend(options, progress=None) -> Backend:
     from ..settings import resolve_backend  # not at the top: settings reads the backends' choices
 
     options = resolve_backend(options)
-    backend = backend_class(options.backend).from_options(options)
+    if options.backend == "sam":  # the model file says which family, and so which class runs it
+        backend = family_class(model_family(options.checkpoint)).from_options(options)
+    else:
+        backend = backend_class(options.backend).from_options(options)
     for note in backend.notes if progress is not None else ():
         progress.warning(note)
     return backend
