@@ -21,6 +21,7 @@ BACKEND_CLASSES: Dict[str, Tuple[str, str]] = {"sam": (".sam", "SamBackend"),
 # The class that runs a model file of each family (keys of :data:`.model_files.FAMILIES`) -> (module, class).
 FAMILY_CLASSES: Dict[str, Tuple[str, str]] = {
     "sam": (".sam", "SamBackend"),
+    "onnx_sam": (".onnx_sam", "OnnxSamBackend"),
 }
 
 
