@@ -5,7 +5,8 @@ Commands: ``segment`` (boxes over a raster -> masks; ``--preview`` draws PNG pre
 ``import-annotations`` (DOTA/VOC/FAIR1M/HRSC2016/CSV -> a box layer), ``report`` (dataset statistics as HTML
 and CSV), ``evaluate`` (masks against reference masks), ``compare`` (several produced mask sets against one
 reference, one table), ``ablation`` / ``ablation-dataset`` (segment with several prompt modes, evaluate each,
-one table), ``export-reviewed`` and ``download-checkpoints``.
+one table), ``export-reviewed``, ``download-checkpoints`` and ``export-onnx`` (a SAM checkpoint as an ONNX
+encoder/decoder pair, run without torch).
 
 The CLI only parses and prints: the segmentation and matching options come from the settings tables
 (:mod:`.settings`, via :mod:`.cli_options`), the work and its rules from the engine's modules.
@@ -240,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("models", nargs="*", default=["vit_b"], metavar="MODEL",
                     help=f"model types among {', '.join(OFFICIAL_CHECKPOINTS)} (default vit_b)")
     dl.add_argument("--dir", default="checkpoints", help="target folder (default ./checkpoints)")
+
+    onx = commands.add_parser(
+        "export-onnx", help="export a SAM or MobileSAM checkpoint to an ONNX encoder and decoder (runs without torch)",
+        description="Write CHECKPOINT's image encoder and its prompt encoder + mask decoder as two .onnx files into "
+                    "--out (named after the checkpoint, _encoder.onnx and _decoder.onnx). Give that folder as the "
+                    "checkpoint of the SAM backend: ONNX Runtime runs it, without torch.")
+    onx.add_argument("checkpoint", help="SAM (.pth) or MobileSAM (.pt) checkpoint")
+    onx.add_argument("--out", required=True, help="folder to write the pair into")
+    onx.add_argument("--quantize", choices=("int8",), default=None,
+                     help="int8: 8-bit weights in the image encoder (faster on a CPU, embedding within a few percent)")
     return parser
 
 
@@ -510,9 +521,23 @@ def _download(args) -> int:
     return 0
 
 
+def _export_onnx(args) -> int:
+    from .onnx_export import export_onnx
+
+    class Steps(Progress):  # exporting has steps, not a fraction: each said on stderr
+        def info(self, message: str) -> None:
+            print(message, file=sys.stderr)
+
+    pair = export_onnx(args.checkpoint, args.out, quantize=args.quantize, progress=Steps())
+    print(f"encoder: {pair.encoder}")
+    print(f"decoder: {pair.decoder}")
+    return 0
+
+
 COMMANDS = {"segment": _segment, "segment-dataset": _segment_dataset, "import-annotations": _import_annotations,
             "report": _report, "evaluate": _evaluate, "compare": _compare, "ablation": _ablation,
-            "ablation-dataset": _ablation_dataset, "export-reviewed": _export_reviewed, "download-checkpoints": _download}
+            "ablation-dataset": _ablation_dataset, "export-reviewed": _export_reviewed, "download-checkpoints": _download,
+            "export-onnx": _export_onnx}
 
 
 class Terminated(KeyboardInterrupt):
