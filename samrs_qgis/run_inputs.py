@@ -62,8 +62,8 @@ class PreparedRun:
 
     def device(self) -> str:
         """Where the masks were computed, e.g. ``cuda:0 (NVIDIA GeForce RTX 4090)``, ``cpu (Intel(R) Xeon(R) …)``."""
-        device = getattr(self.backend, "device", "cpu")
-        name = getattr(self.backend, "device_name", "") or (cpu_name() if device_type(device) == "cpu" else "")
+        device = self.backend.device
+        name = self.backend.device_name or (cpu_name() if device_type(device) == "cpu" else "")
         return f"{device_label(device)} ({name})" if name else device_label(device)
 
 

@@ -68,7 +68,8 @@ class Backend:
         if prompt not in cls.prompt_modes:
             raise InputError(f"The {cls.name} backend takes the prompt modes {', '.join(cls.prompt_modes)}, not "
                              f"'{prompt}'. Choose one of those, or another backend (SAM with a checkpoint).")
-    device = "cpu"  # where it computes: "cpu" or "cuda"
+    device = "cpu"  # where it computes, as torch names it: "cpu", "cuda", "cuda:1", "mps"
+    device_name = ""  # the device's own name (a GPU's, the CPU model); "" when the backend does not say
     compilable = False  # whether compile_decoder can make decoding faster; False: the backend cannot compile
     compile_run_boxes = 0  # the most boxes announced for runs ahead with no embedding yet (a dataset's total)
 

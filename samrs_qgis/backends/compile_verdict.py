@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
 from ..embedding_cache import cache_root
+from .devices import UNKNOWN_CPU, cpu_name
 
 MEASURE_MIN_BOXES = 2000  # boxes in a run from which measuring (a first compile, ~20 s) pays off
 MEASURE_BATCHES = 6  # batches timed per decoder (after a warm-up batch; the compiled one's warm-up compiles)
@@ -71,23 +71,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def cpu_model() -> str:
-    """The CPU's model name ('' when the system does not say)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def machine(torch, device: str) -> Dict[str, object]:
     """What about this machine decides the verdict: the CPU model, the instruction set torch's CPU kernels
     use (e.g. AVX512, AVX2), the core count, on CUDA the GPU; the host name when the CPU model is unknown."""
-    summary: Dict[str, object] = {"cpu": cpu_model(), "isa": _cpu_capability(torch), "cores": os.cpu_count() or 0}
-    if not summary["cpu"]:
+    cpu = cpu_name()
+    summary: Dict[str, object] = {"cpu": cpu, "isa": _cpu_capability(torch), "cores": os.cpu_count() or 0}
+    if cpu == UNKNOWN_CPU:
         summary["host"] = socket.gethostname()
     if device.startswith("cuda"):
         summary["gpu"] = torch.cuda.get_device_name(device)

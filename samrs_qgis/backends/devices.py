@@ -59,6 +59,9 @@ class DeviceChoice:
         return device_type(self.device)
 
 
+UNKNOWN_CPU = "CPU"  # the CPU's name when the system does not tell it
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo, else the platform's), or "CPU" when neither says."""
@@ -70,7 +73,7 @@ def cpu_name() -> str:
                     return " ".join(value.split())
     except OSError:
         pass
-    return platform.processor().strip() or "CPU"
+    return platform.processor().strip() or UNKNOWN_CPU
 
 
 def mps_available(torch) -> bool:
