@@ -47,7 +47,7 @@ def _parameter(s: Setting, raster_parameter: Optional[str], layers: Dict[str, st
             s.parameter, s.label, kind, defaultValue=default,
             minValue=-1e308 if minimum is None else minimum, maxValue=1e308 if s.maximum is None else s.maximum)
     if s.kind == FILE:
-        return QgsProcessingParameterFile(s.parameter, s.label, extension=s.extension, optional=True)
+        return QgsProcessingParameterFile(s.parameter, s.label, fileFilter=s.file_filter, optional=True)
     if s.kind == FOLDER:
         return QgsProcessingParameterFile(s.parameter, s.label, behavior=QgsProcessingParameterFile.Folder,
                                           optional=True)

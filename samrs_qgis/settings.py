@@ -56,7 +56,7 @@ class Setting:
     maximum: Optional[float] = None
     zero_means_unset: bool = False  # Processing numbers have no "unset": 0 stands for None there
     numeric_field: bool = False  # FIELD: the field must be numeric
-    extension: str = ""  # FILE: the file name extension offered by file pickers
+    file_filter: str = ""  # FILE: what file pickers offer, Qt style ("Models (*.pth *.onnx);;All files (*.*)")
     key: str = ""  # user-facing name when it differs from ``name``
     cli_aliases: Tuple[str, ...] = ()  # further CLI spellings kept for compatibility
     noun: str = ""  # what the value is called in messages; default: the name in words
@@ -113,9 +113,10 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
             choices=labelled(BACKENDS + (AUTO_BACKEND,), {
                 "sam": "SAM (needs a checkpoint)", "grabcut": "GrabCut (no weights; not SAM)",
                 AUTO_BACKEND: "auto (SAM when a checkpoint is given, else GrabCut)"})),
-    Setting("checkpoint", FILE, None, "SAM checkpoint (.pth)",
-            "SAM checkpoint, e.g. sam_vit_h_4b8939.pth (official files: download-checkpoints)", MODEL,
-            extension="pth"),
+    Setting("checkpoint", FILE, None, "SAM model file (.pth, .pt; ONNX: the encoder .onnx)",
+            "SAM model file, e.g. sam_vit_h_4b8939.pth (official files: download-checkpoints), or an ONNX encoder "
+            "(its decoder beside it) or a folder holding an ONNX encoder and decoder", MODEL,
+            file_filter="SAM models (*.pth *.pt *.onnx);;All files (*.*)"),
     Setting("model_type", CHOICE, "auto", "Model type", "checked against the checkpoint; auto detects it", MODEL,
             choices=labelled(MODEL_TYPES, {}), noun="model type"),
     Setting("prompt", CHOICE, "box", "Prompt",

@@ -262,8 +262,6 @@ def test_qgis_process_runs_an_onnx_pair_without_torch(pairs, tmp_path):
                            "CLASS_FIELD=label", "BACKEND=0", f"CHECKPOINT={onnx_files(pairs['fp32'])[1]}", "DEVICE=1",
                            f"OUTPUT_POLYGONS={polygons}"], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
-    if "Incorrect parameter value for CHECKPOINT" in proc.stdout + proc.stderr:
-        pytest.xfail("the algorithm's CHECKPOINT parameter does not take an .onnx file yet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(proc.stdout[proc.stdout.find("{"):])["results"]
     assert results["BOX_COUNT"] == len(tools_data.DISCS)
