@@ -22,6 +22,8 @@ BACKEND_CLASSES: Dict[str, Tuple[str, str]] = {"sam": (".sam", "SamBackend"),
 FAMILY_CLASSES: Dict[str, Tuple[str, str]] = {
     "sam": (".sam", "SamBackend"),
     "onnx_sam": (".onnx_sam", "OnnxSamBackend"),
+    "mobile_sam": (".sam", "SamBackend"),
+    "sam_hq": (".sam_hq", "SamHqBackend"),
 }
 
 

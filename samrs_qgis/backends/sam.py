@@ -17,7 +17,8 @@ from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
 from .devices import choose_device, device_label, device_type, precision_context, resolve_precision, to_device
-from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_sam
+from .model_files import FAMILIES
+from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_model
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
 
 
@@ -86,15 +87,22 @@ def _pad(array: Optional[np.ndarray], size: int) -> Optional[np.ndarray]:
 
 
 class SamBackend(Backend):
-    """SAM from a checkpoint; ``multimask=True`` keeps the best of three candidates by predicted IoU."""
+    """SAM from a checkpoint; ``multimask=True`` keeps the best of three candidates by predicted IoU.
+
+    Also MobileSAM (a TinyViT image encoder with SAM's prompt encoder and mask decoder): the same predictor and
+    decoder, another encoder. A subclass for another family overrides :attr:`families` and the ``_`` hooks
+    (loading, predictor, decoder, the window's tensors).
+    """
 
     name = "sam"
+    families = ("sam", "mobile_sam")  # the model files this class runs (keys of model_files.FAMILIES)
+    window_tensor_names = ("image_embeddings",)  # what an encoded window is (the embedding cache's arrays)
     prompt_modes = PROMPT_MODES
     compilable = True
 
     def __init__(self, checkpoint: str, model_type: str = "auto", device: str = "auto",
                  multimask: bool = False, precision: str = "auto"):
-        torch, segment_anything = import_torch()
+        torch, _ = import_torch()
         self._torch = torch
         choice = choose_device(torch, device)
         self.device = choice.device  # as torch takes it: "cpu", "cuda", "cuda:1", "mps"
@@ -102,14 +110,34 @@ class SamBackend(Backend):
         self.precision, precision_note = resolve_precision(precision, self.device, torch)
         self.notes = tuple(note for note in (choice.note, precision_note) if note)
         self.preferred_batch = CUDA_BATCH if device_type(self.device) == "cuda" else CPU_BATCH
-        model, self.model_type = load_sam(checkpoint, model_type)
+        model, found = load_model(checkpoint, model_type, self.families)
+        self.family, self.model_type = found.family, found.size  # e.g. "mobile_sam", "tiny_vit"
         self.model = model.to(self.device)
-        self.predictor = segment_anything.SamPredictor(self.model)
+        self.predictor = self._make_predictor()
         self.multimask = multimask
         self.checkpoint = checkpoint
         self.input_size = self.model.image_encoder.img_size
-        self.decoder = WindowMaskDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
+        self.decoder = self._make_decoder(torch.bfloat16 if self.precision == "bf16" else None)
         self._compiled_noted = False
+
+    def _make_predictor(self):
+        """The predictor that encodes a window (its ``features``: the image embedding)."""
+        return import_torch()[1].SamPredictor(self.model)
+
+    def _make_decoder(self, dtype) -> WindowMaskDecoder:
+        return WindowMaskDecoder(self.model, dtype)
+
+    def _window_tensors(self) -> Dict[str, object]:
+        """The encoded window as named tensors on the device: what :attr:`embedding` keeps."""
+        return {"image_embeddings": self.predictor.features}
+
+    def _set_window_tensors(self, tensors: Dict[str, object]) -> None:
+        """Put named tensors (as :meth:`_window_tensors` gives them) back into the predictor."""
+        self.predictor.features = tensors["image_embeddings"]
+
+    def _window_to_decoder(self) -> None:
+        """Hand the predictor's encoded window to the decoder (inference mode and precision are the caller's)."""
+        self.decoder.set_embedding(self.predictor.features)
 
     def close(self) -> None:
         if self.model is None:
@@ -192,8 +220,8 @@ class SamBackend(Backend):
 
     def compile_verdict_key(self) -> dict:
         """What the verdict on compiling is kept under: machine, torch version, device, precision, model, batch."""
-        return verdicts.verdict_key(self._torch, self.device, self.precision, self.model_type,
-                                           self.preferred_batch)
+        model = self.model_type if self.family == "sam" else f"{self.family} {self.model_type}"
+        return verdicts.verdict_key(self._torch, self.device, self.precision, model, self.preferred_batch)
 
     def compile_verdict(self) -> Optional[CompileVerdict]:
         return verdicts.load(self.compile_verdict_key())
@@ -279,23 +307,25 @@ class SamBackend(Backend):
             # set elsewhere in the process (another plugin) must not reach them
             with self._torch.device(self.device):
                 self.predictor.set_image(frame, image_format="RGB")
-            self.decoder.set_embedding(self.predictor.features)
+            self._window_to_decoder()
 
     @property
     def embedding(self) -> Dict[str, np.ndarray]:
-        """The current window's image embedding: ``image_embeddings`` float32 (1, 256, 64, 64)."""
-        return {"image_embeddings": self.predictor.features.float().cpu().numpy()}
+        """The current window's image embedding: ``image_embeddings`` float32 (1, 256, 64, 64) (and what else
+        the family's decoder takes, see :meth:`_window_tensors`)."""
+        return {name: tensor.float().cpu().numpy() for name, tensor in self._window_tensors().items()}
 
     def load_embedding(self, embedding: Dict[str, np.ndarray], frame_shape) -> None:
         """Use a stored embedding (from :attr:`embedding`) for a frame of ``frame_shape`` instead of encoding."""
         torch = self._torch
         self.predictor.reset_image()
-        self.predictor.features = to_device(torch, embedding["image_embeddings"], self.device)
+        self._set_window_tensors({name: to_device(torch, embedding[name], self.device)
+                                  for name in self.window_tensor_names})
         self.predictor.original_size = tuple(frame_shape)
         self.predictor.input_size = tuple(frame_shape)
         self.predictor.is_image_set = True
         with torch.inference_mode(), self._precision():
-            self.decoder.set_embedding(self.predictor.features)
+            self._window_to_decoder()
 
     def free_cached_memory(self) -> None:
         kind = device_type(self.device)
@@ -308,9 +338,9 @@ class SamBackend(Backend):
         return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
     def identity(self) -> str:
-        """What decides the embedding besides the image: model weights, precision and the kind of device (a
-        bf16 embedding computed on a CPU differs from a GPU's)."""
-        return (f"{checkpoint_fingerprint(self.checkpoint)}:{self.model_type}:{self.precision}:"
+        """What decides the embedding besides the image: model weights, family (what the embedding holds),
+        precision and the kind of device (a bf16 embedding computed on a CPU differs from a GPU's)."""
+        return (f"{checkpoint_fingerprint(self.checkpoint)}:{self.family}:{self.model_type}:{self.precision}:"
                 f"{device_type(self.device)}")
 
     def decode(self, boxes: np.ndarray, regions: Optional[np.ndarray] = None,
@@ -357,5 +387,5 @@ class SamBackend(Backend):
         if self.model is None:
             return self._description
         compiled = ", compiled decoder" if self.compiled else ""
-        return (f"SAM {self.model_type} ({self.checkpoint}) on {device_label(self.device)} ({self.device_name}), "
-                f"{self.precision}{compiled}")
+        return (f"{FAMILIES[self.family].name} {self.model_type} ({self.checkpoint}) on {device_label(self.device)} "
+                f"({self.device_name}), {self.precision}{compiled}")

@@ -221,10 +221,39 @@ class WindowMaskDecoder:
             return self._decode(sparse, dense, masks is not None, regions, multimask,
                                 sparse.shape[0] if count is None else count)
 
+    def _output_tokens(self):
+        """The decoder's output tokens (t, c): the IoU token, then the mask tokens."""
+        return _torch().cat([self.decoder.iou_token.weight, self.decoder.mask_tokens.weight], dim=0)
+
+    def _select(self, hs, multimask: bool, count: int):
+        """The transformer's output tokens (B, t, c) -> (the chosen mask's hypernetwork weights, its predicted
+        IoU (B,)): what :meth:`_crop_logits` takes."""
+        torch = _torch()
+        decoder = self.decoder
+        iou = decoder.iou_prediction_head(hs[:, 0, :]).float()  # (B, mask tokens)
+        if multimask:  # the best of the three multimask candidates (tokens 1-3), chosen on the device
+            choice = 1 + iou[:, 1:4].argmax(dim=1)
+            hyper = torch.stack([decoder.output_hypernetworks_mlps[t](hs[:, 1 + t, :]) for t in (1, 2, 3)], dim=1)
+            hyper = hyper.gather(1, (choice - 1).view(-1, 1, 1).expand(-1, 1, hyper.shape[-1]))[:, 0]
+        else:
+            choice = torch.zeros(count, dtype=torch.long, device=iou.device)
+            hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # (B, c/8)
+        return hyper, iou.gather(1, choice.view(-1, 1))[:, 0]
+
+    def _upscaled_channels(self, src) -> int:
+        """Values per logit cell of a box's upscaled crop (what bounds a crop group's memory)."""
+        return src.shape[1] // 8
+
+    def _crop_logits(self, src, group, shape: Tuple[int, int], hyper):
+        """Logits (g, 16 rows cols) of a group of boxes over their crops of ``shape`` embedding cells:
+        ``group`` (g, 3) int64 rows (box, row0, col0); ``src`` (B, c, rows, cols) the transformer's image side."""
+        upscaled = self.decoder.output_upscaling(gather_crops(src, group, shape))  # (g, c/8, 4 rows, 4 cols)
+        return (hyper[group[:, 0]].unsqueeze(1) @ upscaled.flatten(2)).squeeze(1)
+
     def _decode(self, sparse, dense, mask_prompt: bool, regions, multimask: bool, count: int) -> "DecodedBatch":
         torch = _torch()
         decoder, w = self.decoder, self.window
-        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        output_tokens = self._output_tokens()
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1),
                             sparse.to(output_tokens.dtype)), dim=1)
         if not mask_prompt:
@@ -232,19 +261,11 @@ class WindowMaskDecoder:
         else:  # a mask prompt changes the image side per box: nothing to share, segment-anything's own path
             hs, keys = decoder.transformer(w.features + self._cast(dense), w.image_pe, tokens)
         hs, keys = hs[:count], keys[:count]
-        iou = decoder.iou_prediction_head(hs[:, 0, :]).float()  # (B, mask tokens)
-        if multimask:  # the best of the three multimask candidates (tokens 1-3), chosen on the device
-            choice = 1 + iou[:, 1:].argmax(dim=1)
-            hyper = torch.stack([decoder.output_hypernetworks_mlps[t](hs[:, 1 + t, :]) for t in (1, 2, 3)], dim=1)
-            hyper = hyper.gather(1, (choice - 1).view(-1, 1, 1).expand(-1, 1, hyper.shape[-1]))[:, 0]
-        else:
-            choice = torch.zeros(count, dtype=torch.long, device=iou.device)
-            hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # (B, c/8)
-        scores = iou.gather(1, choice.view(-1, 1))[:, 0]  # (B,)
+        hyper, scores = self._select(hs, multimask, count)  # scores (B,)
         rows, cols = w.grid_shape
         src = keys.transpose(1, 2).reshape(count, -1, rows, cols)  # (B, c, rows, cols)
         cells = [crop_cells(None if regions is None else regions[i], w.grid_shape) for i in range(count)]
-        groups = list(crop_groups(cells, src.shape[1] // 8))
+        groups = list(crop_groups(cells, self._upscaled_channels(src)))
         # (box, row0, col0) of every box in group order: the batch's one copy of crop offsets to the device
         offsets = to_device(torch, np.array([[i, cells[i][0], cells[i][1]] for _, members in groups for i in members],
                                             dtype=np.int64).reshape(-1, 3), str(src.device))
@@ -252,8 +273,7 @@ class WindowMaskDecoder:
         for shape, members in groups:
             group = offsets[at:at + len(members)]
             at += len(members)
-            upscaled = decoder.output_upscaling(gather_crops(src, group, shape))  # (g, c/8, 4 rows, 4 cols)
-            logits = (hyper[group[:, 0]].unsqueeze(1) @ upscaled.flatten(2)).squeeze(1)  # (g, 16 rows cols)
+            logits = self._crop_logits(src, group, shape, hyper)  # (g, 16 rows cols)
             parts.append(logits.float().flatten())
             layout.append((members, (shape[0] * EMBED_CELL // LOGIT_CELL, shape[1] * EMBED_CELL // LOGIT_CELL)))
         return DecodedBatch(torch.cat(parts), count, cells, layout)

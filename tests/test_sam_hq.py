@@ -1,0 +1,209 @@
+"""HQ-SAM (ViT and the light TinyViT) and MobileSAM: tiny random-weight models built with each family's own
+classes, saved as plain state dicts, loaded through identification, give the logits of the family's own
+predictor, over the whole window and over each box's region."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class
+from samrs.samrs_qgis.backends.model_files import identify
+from samrs.samrs_qgis.backends.sam import SamBackend, sam_box_prompt
+from samrs.samrs_qgis.backends.sam_checkpoint import load_model
+from samrs.samrs_qgis.backends.sam_hq import SamHqBackend
+from samrs.samrs_qgis.errors import InputError
+
+with warnings.catch_warnings():  # its TinyViT imports timm's deprecated paths and re-registers timm's models
+    warnings.simplefilter("ignore")
+    import segment_anything_hq
+    from segment_anything_hq import modeling as hq_modeling
+
+# Boxes in a 1024x1024 frame: at its corners and edges (HQ's mask feature reads past a crop), small, large.
+BOXES = np.array([[0, 0, 40, 30], [990, 1000, 1024, 1024], [300.5, 410.2, 388.9, 470.0],
+                  [100, 20, 700, 900], [512, 0, 530, 1024], [1000, 200, 1024, 260]], dtype=float)
+# A small TinyViT of MobileSAM's shape: four stages, the last at 320 wide (its patch merging keeps 64x64 there).
+SMALL_TINY_VIT = dict(embed_dims=[16, 32, 40, 320], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                      window_sizes=[7, 7, 14, 7])
+PROMPT = dict(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16)
+DECODER = dict(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
+
+
+def two_way():
+    return hq_modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)
+
+
+def tiny_vit():
+    return hq_modeling.TinyViT(img_size=1024, in_chans=3, num_classes=1000, **SMALL_TINY_VIT)
+
+
+def hq_vit():
+    from segment_anything_hq.build_sam import _build_sam
+
+    return _build_sam(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1])
+
+
+def hq_light():
+    """HQ-SAM's light model as segment-anything-hq's vit_tiny builder makes it, with a small TinyViT."""
+    return hq_modeling.Sam(image_encoder=tiny_vit(), prompt_encoder=hq_modeling.PromptEncoder(**PROMPT),
+                           mask_decoder=hq_modeling.MaskDecoderHQ(transformer=two_way(), vit_dim=40, **DECODER))
+
+
+def mobile_sam():
+    """MobileSAM: a TinyViT with segment-anything's prompt encoder and mask decoder."""
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
+
+    return Sam(image_encoder=tiny_vit(), prompt_encoder=PromptEncoder(**PROMPT),
+               mask_decoder=MaskDecoder(transformer=two_way(), **DECODER))
+
+
+class EmbeddingOnly(torch.nn.Module):
+    """MobileSAM's encoder answer (the embedding alone) from segment-anything-hq's TinyViT, for the reference."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder, self.img_size = encoder, encoder.img_size
+
+    def forward(self, x):
+        return self.encoder(x)[0]
+
+
+MODELS = {"hq_vit": (hq_vit, "sam_hq", "SAM-HQ custom(dim=32,depth=2,heads=2)"),
+          "hq_light": (hq_light, "sam_hq", "SAM-HQ tiny_vit(dims=16,32,40,320,depths=1,1,1,1)"),
+          "mobile_sam": (mobile_sam, "mobile_sam", "MobileSAM tiny_vit(dims=16,32,40,320,depths=1,1,1,1)")}
+FRAME = np.random.default_rng(11).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def case(request, tmp_path_factory):
+    """(model file, the model as built, the backend that loaded the file and encoded FRAME, reference predictor
+    with FRAME set)."""
+    build, _, _ = MODELS[request.param]
+    torch.manual_seed(0)
+    model = build().eval()
+    path = tmp_path_factory.mktemp(request.param) / f"{request.param}.pth"
+    torch.save(model.state_dict(), path)
+    found = identify(str(path))
+    backend = family_class(found.family)(str(path), device="cpu", precision="fp32")
+    backend.encode(FRAME)
+    if found.family == "mobile_sam":
+        import segment_anything
+
+        model.image_encoder = EmbeddingOnly(model.image_encoder)
+        reference = segment_anything.SamPredictor(model)
+    else:
+        reference = segment_anything_hq.SamPredictor(model)
+    with torch.inference_mode():
+        reference.set_image(FRAME)
+    return request.param, str(path), backend, reference
+
+
+_REFERENCE = {}
+
+
+def reference_logits(reference, boxes, multimask):
+    """The family's own predictor: low-resolution logits (B, 256, 256) and scores (B,); HQ-SAM with its
+    predictor's default, hq_token_only=False. Computed once per predictor and multimask."""
+    key = (id(reference), multimask)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = _reference_logits(reference, boxes, multimask)
+    return _REFERENCE[key]
+
+
+def _reference_logits(reference, boxes, multimask):
+    extra = {"hq_token_only": False} if isinstance(reference, segment_anything_hq.SamPredictor) else {}
+    with torch.inference_mode():
+        _, iou, low_res = reference.predict_torch(None, None, torch.as_tensor(sam_box_prompt(boxes)),
+                                                  multimask_output=multimask, return_logits=True, **extra)
+    if multimask and not extra:  # segment-anything gives all three candidates: the best one
+        best = iou.argmax(dim=1)
+        return low_res[torch.arange(len(boxes)), best].numpy(), iou.max(dim=1).values.numpy()
+    return low_res[:, 0].numpy(), iou[:, 0].numpy()
+
+
+def regions_for(boxes, margin=0.25):
+    pad = np.maximum(4.0, margin * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+    return np.clip(boxes + np.stack([-pad, -pad, pad, pad], axis=1), 0, 1024)
+
+
+def test_files_are_identified_and_run_by_their_familys_class(case):
+    name, path, backend, _ = case
+    _, family, description = MODELS[name]
+    assert identify(path).family == family == backend.family
+    assert type(backend) is (SamHqBackend if family == "sam_hq" else SamBackend)
+    assert FAMILY_CLASSES[family] == ((".sam_hq", "SamHqBackend") if family == "sam_hq" else (".sam", "SamBackend"))
+    assert backend.describe().startswith(f"{description} ({path}) on cpu")
+    assert f":{family}:" in backend.identity()
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_whole_window_logits_equal_the_familys_predictor(case, multimask):
+    _, _, backend, reference = case
+    backend.multimask = multimask
+    try:
+        ours = backend.decode(BOXES)
+    finally:
+        backend.multimask = False
+    low_res, scores = reference_logits(reference, BOXES, multimask)
+    for i, logits in enumerate(ours):
+        assert (logits.origin_x, logits.origin_y, logits.cell) == (0.0, 0.0, 4.0)
+        assert logits.grid.shape == (256, 256)
+        np.testing.assert_allclose(logits.grid, low_res[i], atol=2e-4, rtol=1e-4)
+        assert logits.score == pytest.approx(float(scores[i]), abs=1e-5)
+
+
+def test_region_logits_are_the_predictors_cells(case):
+    _, _, backend, reference = case
+    low_res, scores = reference_logits(reference, BOXES, False)
+    cropped = backend.decode(BOXES, regions_for(BOXES))
+    for i, crop in enumerate(cropped):
+        row, col = int(crop.origin_y // crop.cell), int(crop.origin_x // crop.cell)
+        rows, cols = crop.grid.shape
+        assert rows * cols <= 64 * 64 or i in (3, 4)  # the small boxes' crops: at most 16x16 embedding cells
+        np.testing.assert_allclose(crop.grid, low_res[i, row:row + rows, col:col + cols], atol=2e-4, rtol=1e-4)
+        assert crop.score == pytest.approx(float(scores[i]), abs=1e-5)
+
+
+def test_the_embedding_round_trip_gives_identical_logits(case):
+    name, path, backend, _ = case
+    embedding = backend.embedding
+    if MODELS[name][1] == "sam_hq":
+        width = 32 if name == "hq_vit" else 40  # the first global block's output; the TinyViT's second stage
+        assert {k: v.shape for k, v in embedding.items()} == {"image_embeddings": (1, 256, 64, 64),
+                                                              "interm_embeddings": (1, 64, 64, width)}
+    else:
+        assert {k: v.shape for k, v in embedding.items()} == {"image_embeddings": (1, 256, 64, 64)}
+    assert all(v.dtype == np.float32 for v in embedding.values())
+    other = type(backend)(path, device="cpu", precision="fp32")
+    other.load_embedding(embedding, FRAME.shape[:2])
+    regions = regions_for(BOXES)
+    for a, b in zip(backend.decode(BOXES, regions), other.decode(BOXES, regions)):
+        assert (a.origin_x, a.origin_y) == (b.origin_x, b.origin_y)
+        assert np.array_equal(a.grid, b.grid) and a.score == b.score
+    assert other.identity() == backend.identity()
+
+
+def test_bfloat16_hq_decoder_agrees_with_fp32(case):
+    """The bf16 decoder (HQ's parts too) against fp32 on the same embedding: the same masks where the logit is
+    not near 0."""
+    name, path, backend, _ = case
+    if name == "mobile_sam":
+        pytest.skip("SAM's decoder: tests/test_sam_decoder.py")
+    bf16 = SamHqBackend(path, device="cpu", precision="bf16")
+    bf16.load_embedding(backend.embedding, FRAME.shape[:2])
+    regions = regions_for(BOXES)
+    for a, b in zip(backend.decode(BOXES, regions), bf16.decode(BOXES, regions)):
+        assert a.grid.shape == b.grid.shape and b.grid.dtype == np.float32
+        confident = np.abs(a.grid) > 0.05 * np.abs(a.grid).max()
+        assert ((a.grid > 0) == (b.grid > 0))[confident].mean() > 0.99
+        assert b.score == pytest.approx(a.score, abs=0.02)
+
+
+def test_a_file_of_another_family_is_refused_by_name(case):
+    name, path, _, _ = case
+    family = MODELS[name][1]
+    other = ("sam",) if family == "sam_hq" else ("sam_hq",)
+    with pytest.raises(InputError, match=rf"holds a {MODELS[name][2].split(' (')[0][:6]}.*load it as a"):
+        load_model(path, "auto", other)
+    with pytest.raises(InputError, match="Model type mismatch.*not vit_b"):
+        load_model(path, "vit_b", type(case[2]).families)
