@@ -208,3 +208,36 @@ def test_a_file_of_another_family_is_refused_by_name(case):
         load_model(path, "auto", other)
     with pytest.raises(InputError, match="Model type mismatch.*not vit_b"):
         load_model(path, "vit_b", type(case[2]).families)
+
+
+def test_a_run_with_an_hq_file_picks_its_class_and_reuses_its_cached_embedding(case, tmp_path):
+    """The sam backend given an HQ-SAM file runs SamHqBackend; a second run decodes from the embedding cache
+    (both arrays) and writes the same masks."""
+    import rasterio
+    from affine import Affine
+
+    from samrs.samrs_qgis.boxes import read_box_file
+    from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
+    from samrs.samrs_qgis.settings import SegmentOptions
+    from support import pixel_box, synthetic_scene, write_boxes, write_raster
+
+    name, path, _, _ = case
+    if name != "hq_vit":
+        pytest.skip("one family's run is enough: the others differ in the backend made, checked above")
+    image, objects = synthetic_scene(256, seed=3)
+    transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
+    raster = write_raster(tmp_path / "scene.tif", image, transform)
+    boxes = write_boxes(tmp_path / "boxes.gpkg", [pixel_box(transform, *o[2]) for o in objects])
+    options = SegmentOptions(checkpoint=path, device="cpu", precision="fp32", cache_dir=str(tmp_path / "cache"))
+    masks = []
+    for run in ("first", "second"):
+        out = OutputPaths(str(tmp_path / run / "inst.tif"), None, None)
+        summary = segment_boxes(raster, read_box_file(boxes), out, options)
+        assert summary.boxes == len(objects) and summary.backend.startswith("SAM-HQ custom(dim=32")
+        assert summary.timings.get("cached_windows", 0) == (summary.windows if run == "second" else 0)
+        with rasterio.open(out.instances) as ds:
+            masks.append(ds.read(1))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == summary.windows
+    with np.load(next((tmp_path / "cache").glob("*.npz"))) as stored:
+        assert set(stored.files) == {"image_embeddings", "interm_embeddings"}
+    assert np.array_equal(masks[0], masks[1]) and masks[0].any()
