@@ -24,6 +24,7 @@ FAMILY_CLASSES: Dict[str, Tuple[str, str]] = {
     "onnx_sam": (".onnx_sam", "OnnxSamBackend"),
     "mobile_sam": (".sam", "SamBackend"),
     "sam_hq": (".sam_hq", "SamHqBackend"),
+    "sam2": (".sam2_backend", "Sam2Backend"),
 }
 
 
