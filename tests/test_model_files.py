@@ -78,7 +78,7 @@ def test_sam_hq_files_with_a_vit_and_with_the_light_tiny_vit(tmp_path):
     torch.save(small.state_dict(), tmp_path / "sam_hq_small.pth")
     found = identify(str(tmp_path / "sam_hq_small.pth"))
     assert found.family == "sam_hq" and found.size == "custom(dim=32,depth=2,heads=2)" and "hf_token" in found.hq_parts
-    with pytest.raises(InputError, match=r"holds a SAM-HQ custom.*segment-anything-hq.*not supported yet"):
+    with pytest.raises(InputError, match=r"holds a SAM-HQ custom.*segment-anything-hq.*model file of the sam backend"):
         load_sam(str(tmp_path / "sam_hq_small.pth"))
 
     light = segment_anything_hq.sam_model_registry["vit_tiny"]()  # sam_hq_vit_tiny.pth's architecture
@@ -93,7 +93,7 @@ def test_mobile_sam_is_a_tiny_vit_with_sams_decoder(tmp_path):
     found = identify(str(tmp_path / "mobile_sam.pt"))
     assert (found.family, found.size, found.hq_parts) == ("mobile_sam", "tiny_vit", ())
     assert found.describe() == "MobileSAM tiny_vit"
-    with pytest.raises(InputError, match="MobileSAM tiny_vit.*not supported yet"):
+    with pytest.raises(InputError, match="MobileSAM tiny_vit.*model file of the sam backend"):
         load_sam(str(tmp_path / "mobile_sam.pt"))
     other = identify_state(mobile_sam(dict(embed_dims=[16, 32, 40, 80], depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
                                            window_sizes=[7, 7, 14, 7])).state_dict())
@@ -113,7 +113,7 @@ def test_sam2_files_are_read_as_the_official_ones_are_saved(tmp_path):
     torch.save({"model": build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml").state_dict()}, tmp_path / "sam2.1_t.pt")
     found = identify(str(tmp_path / "sam2.1_t.pt"))
     assert found.describe() == "SAM 2.1 hiera_t" and found.sam2_config == "configs/sam2.1/sam2.1_hiera_t.yaml"
-    with pytest.raises(InputError, match=r"holds a SAM 2.1 hiera_t model \(sam2\).*not supported yet"):
+    with pytest.raises(InputError, match=r"holds a SAM 2.1 hiera_t model \(sam2\).*model file of the sam backend"):
         load_sam(str(tmp_path / "sam2.1_t.pt"))
 
 
@@ -232,5 +232,6 @@ def test_onnx_pairs_are_checked(onnx_files):
 
 
 def test_load_sam_names_an_onnx_file_and_what_it_is(onnx_files):
-    with pytest.raises(InputError, match=r"holds a SAM 2 ONNX encoder model \(onnxruntime\).*not supported yet"):
+    with pytest.raises(InputError, match=r"holds a SAM 2 ONNX encoder model \(onnxruntime\): recognised, but not "
+                                         r"supported yet\. This version runs SAM, .*SAM ONNX.* model files"):
         load_sam(onnx_files["sam2_encoder"])

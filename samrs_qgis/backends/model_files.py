@@ -34,31 +34,27 @@ class Family:
     name: str  # as shown to people
     package: str  # the Python package that builds this family's models (or runs its ONNX graphs)
     official: str  # the official files and where they come from
-    backend: Optional[str]  # the backend that runs it in this version, None when none does yet
 
 
 FAMILIES: Dict[str, Family] = {
     "sam": Family("SAM", "segment-anything",
                   "sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth from "
-                  "facebookresearch/segment-anything (`python -m samrs_qgis download-checkpoints` fetches them)",
-                  "sam"),
+                  "facebookresearch/segment-anything (`python -m samrs_qgis download-checkpoints` fetches them)"),
     "sam_hq": Family("SAM-HQ", "segment-anything-hq",
-                     "sam_hq_vit_b.pth, sam_hq_vit_l.pth, sam_hq_vit_h.pth, sam_hq_vit_tiny.pth from SysCV/sam-hq",
-                     None),
+                     "sam_hq_vit_b.pth, sam_hq_vit_l.pth, sam_hq_vit_h.pth, sam_hq_vit_tiny.pth from SysCV/sam-hq"),
     "sam2": Family("SAM 2", "sam2",
                    "sam2.1_hiera_tiny.pt, sam2.1_hiera_small.pt, sam2.1_hiera_base_plus.pt, sam2.1_hiera_large.pt "
-                   "(and SAM 2.0's sam2_hiera_*.pt) from facebookresearch/sam2", None),
+                   "(and SAM 2.0's sam2_hiera_*.pt) from facebookresearch/sam2"),
     "mobile_sam": Family("MobileSAM", "segment-anything-hq (its TinyViT)",
-                         "mobile_sam.pt from ChaoningZhang/MobileSAM", None),
+                         "mobile_sam.pt from ChaoningZhang/MobileSAM"),
     "onnx_sam": Family("SAM ONNX", "onnxruntime",
                        "an encoder and a decoder .onnx of SAM or MobileSAM as samexporter exports them "
-                       "(AnyLabeling publishes such pairs)", None),
+                       "(AnyLabeling publishes such pairs)"),
     "onnx_sam_hq": Family("SAM-HQ ONNX", "onnxruntime",
-                          "an HQ-SAM encoder and decoder .onnx (with interm_embeddings), as AnyLabeling publishes them",
-                          None),
+                          "an HQ-SAM encoder and decoder .onnx (with interm_embeddings), as AnyLabeling publishes them"),
     "onnx_sam2": Family("SAM 2 ONNX", "onnxruntime",
                         "a SAM 2 / 2.1 encoder and decoder .onnx as samexporter exports them "
-                        "(AnyLabeling publishes such pairs)", None),
+                        "(AnyLabeling publishes such pairs)"),
 }
 
 # -- SAM 1 ViT image encoder ------------------------------------------------------------------------
@@ -207,13 +203,19 @@ def recognised_families() -> str:
 
 
 def unsupported_message(model: ModelFile) -> str:
-    """Why a recognised file cannot be run by this version, naming its family and its package."""
+    """Why a recognised file cannot be run where it was given, naming its family and its package: a family this
+    version runs (another class runs it: the sam backend picks it from the file), or one it does not run yet."""
+    from . import FAMILY_CLASSES  # the families this version runs
+
     family = FAMILIES[model.family]
-    return (f"'{model.path}' holds a {model.describe()} model ({family.package}). This version runs "
-            f"SAM checkpoints (vit_b, vit_l, vit_h) only: {family.name} files are recognised but not supported yet.")
+    if model.family in FAMILY_CLASSES:
+        return (f"'{model.path}' holds a {model.describe()} model ({family.package}), which this loader does not "
+                f"load; give it as the model file of the sam backend, which runs {family.name} files.")
+    runs = ", ".join(FAMILIES[f].name for f in FAMILY_CLASSES)
+    return (f"'{model.path}' holds a {model.describe()} model ({family.package}): recognised, but not supported yet. "
+            f"This version runs {runs} model files.")
 
 
-# -- reading ----------------------------------------------------------------------------------------
 def _import_torch():
     try:
         import torch
