@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from .annotations import DATASET_CLASSES, FORMATS
 from .backends import BACKEND_CLASSES, backend_class
 from .backends.devices import DEVICE_PATTERN, DEVICES, PRECISIONS
-from .backends.sam_checkpoint import MODEL_TYPES
+from .backends.model_files import MODEL_TYPE_CHOICES
 from .errors import InputError
 from .prompts import PROMPT_MODES
 from .stretch import STRETCH_MODES
@@ -118,7 +118,7 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
             "(its decoder beside it) or a folder holding an ONNX encoder and decoder", MODEL,
             file_filter="SAM models (*.pth *.pt *.onnx);;All files (*.*)"),
     Setting("model_type", CHOICE, "auto", "Model type", "checked against the checkpoint; auto detects it", MODEL,
-            choices=labelled(MODEL_TYPES, {}), noun="model type"),
+            choices=labelled(MODEL_TYPE_CHOICES, {}), noun="model type"),
     Setting("prompt", CHOICE, "box", "Prompt",
             "what SAM is prompted with: box (the enclosing horizontal box, SAMRS's choice), rbox-mask (the rotated "
             "box as a mask prompt), point (the box centre), box+point; GrabCut takes box only", MODEL,

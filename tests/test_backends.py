@@ -91,11 +91,11 @@ def test_backends_are_made_by_name():
 
 
 def test_the_sam_backend_runs_the_class_of_the_model_files_family(tmp_path, tiny_sam_checkpoint):
-    from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, model_family
+    from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, identify_model
     from samrs.samrs_qgis.backends.model_files import FAMILIES
 
     assert set(FAMILY_CLASSES) <= set(FAMILIES)
-    assert model_family(tiny_sam_checkpoint) == "sam" and family_class("sam").name == "sam"
+    assert identify_model(tiny_sam_checkpoint).family == "sam" and family_class("sam").name == "sam"
     backend = make_backend(SegmentOptions(checkpoint=tiny_sam_checkpoint, device="cpu"))
     try:
         assert type(backend) is family_class("sam")
@@ -104,7 +104,25 @@ def test_the_sam_backend_runs_the_class_of_the_model_files_family(tmp_path, tiny
     empty = tmp_path / "models"
     empty.mkdir()
     with pytest.raises(InputError, match="holds no .onnx files"):
-        model_family(str(empty))
+        identify_model(str(empty))
     (empty / "notes.onnx").write_bytes(b"not a graph")
     with pytest.raises(InputError, match="notes.onnx"):
-        model_family(str(empty))
+        identify_model(str(empty))
+
+
+def test_the_model_type_is_checked_once_for_every_family(tiny_sam_checkpoint):
+    from samrs.samrs_qgis.backends import identify_model
+    from samrs.samrs_qgis.backends.model_files import MODEL_TYPE_CHOICES, ModelFile, model_type_name
+
+    assert MODEL_TYPE_CHOICES[:4] == ("auto", "vit_h", "vit_l", "vit_b")  # the toolbox's enum numbers of 0.2 stay
+    names = {(f, s, v): model_type_name(ModelFile("x", f, s, version=v)) for f, s, v in (
+        ("sam", "vit_b", None), ("mobile_sam", "tiny_vit", None), ("sam_hq", "vit_l", None),
+        ("sam_hq", "tiny_vit", None), ("sam2", "hiera_t", "2.1"), ("sam2", "hiera_b+", "2.0"))}
+    assert list(names.values()) == ["vit_b", "mobile_sam", "sam_hq_vit_l", "sam_hq_tiny_vit", "sam2.1_hiera_t",
+                                    "sam2_hiera_b+"]
+    assert set(names.values()) <= set(MODEL_TYPE_CHOICES)
+    with pytest.raises(InputError, match=r"Model type mismatch: .* holds a SAM custom\(dim=32.*not "
+                                         r"sam2.1_hiera_t\. Choose model type 'auto'"):
+        make_backend(SegmentOptions(checkpoint=tiny_sam_checkpoint, model_type="sam2.1_hiera_t", device="cpu"))
+    with pytest.raises(InputError, match="Unknown model type 'vit_x'"):
+        identify_model(tiny_sam_checkpoint, "vit_x")

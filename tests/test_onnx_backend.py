@@ -16,7 +16,7 @@ import pytest
 import tools_data
 from support import read_features
 
-from samrs.samrs_qgis.backends import family_class, model_family
+from samrs.samrs_qgis.backends import family_class, identify_model
 from samrs.samrs_qgis.backends.model_files import check_onnx_pair, identify
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.prompts import Prompts
@@ -53,7 +53,7 @@ def test_exported_files_are_a_recognised_pair(pairs):
         assert enc.in_graph_preprocessing is False
         inputs = dict(dec.inputs)
         assert not isinstance(inputs["point_coords"][0], int)  # a batch of prompts per run
-        assert model_family(str(folder)) == "onnx_sam"
+        assert identify_model(str(folder)).family == "onnx_sam"
         assert family_class("onnx_sam").__name__ == "OnnxSamBackend"
     assert os.path.getsize(onnx_files(pairs["int8"])[1]) < 0.6 * os.path.getsize(onnx_files(pairs["fp32"])[1])
 

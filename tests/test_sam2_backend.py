@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tools_data as td
-from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, model_family
+from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, identify_model
 from samrs.samrs_qgis.backends.model_files import identify, read_state
 from samrs.samrs_qgis.backends.sam import sam_box_prompt, sam_mask_prompt, sam_point_prompt
 from samrs.samrs_qgis.backends import sam2_backend
@@ -117,7 +117,7 @@ def assert_masks_agree(logits, reference_logits, regions, shape, scale=(1.0, 1.0
 
 def test_a_sam2_file_is_run_by_the_sam2_backend(sam2_file, backend):
     assert FAMILY_CLASSES["sam2"] == (".sam2_backend", "Sam2Backend")
-    assert model_family(sam2_file) == "sam2" and family_class("sam2") is Sam2Backend
+    assert identify_model(sam2_file).family == "sam2" and family_class("sam2") is Sam2Backend
     assert identify(sam2_file).describe() == "SAM 2.1 hiera_t"
     assert backend.describe().startswith(f"SAM 2.1 hiera_t ({sam2_file}) on cpu") and backend.describe().endswith(
         "fp32")

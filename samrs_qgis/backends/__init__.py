@@ -8,6 +8,7 @@ import; what is heavy (torch, ONNX Runtime, OpenCV) loads only when a backend is
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from typing import Dict, Tuple, Type
@@ -36,10 +37,11 @@ def backend_class(name: str) -> Type[Backend]:
     return getattr(importlib.import_module(module, __package__), cls)
 
 
-def model_family(checkpoint: str) -> str:
-    """The family of the model in ``checkpoint``: a model file, or a folder holding an ONNX encoder/decoder pair
-    (then the family of the ONNX files inside). An InputError naming the file when it is not a model run here."""
-    from .model_files import identify, unsupported_message
+def identify_model(checkpoint: str, model_type: str = "auto"):
+    """The :class:`.model_files.ModelFile` of ``checkpoint``, a model file or a folder holding an ONNX encoder and
+    decoder (then the first ONNX file inside, which tells the family). An InputError naming the file when it is
+    not a model run here or is not of ``model_type`` (see :func:`.model_files.check_model_type`)."""
+    from .model_files import check_model_type, identify, unsupported_message
 
     path = checkpoint
     if os.path.isdir(checkpoint):
@@ -51,7 +53,8 @@ def model_family(checkpoint: str) -> str:
     model = identify(path)
     if model.family not in FAMILY_CLASSES:
         raise InputError(unsupported_message(model))
-    return model.family
+    check_model_type(model, model_type)
+    return model
 
 
 def family_class(family: str) -> Type[Backend]:
@@ -68,7 +71,9 @@ def make_backend(options, progress=None) -> Backend:
 
     options = resolve_backend(options)
     if options.backend == "sam":  # the model file says which family, and so which class runs it
-        backend = family_class(model_family(options.checkpoint)).from_options(options)
+        model = identify_model(options.checkpoint, options.model_type)
+        # the model type is checked here for every family: the class loads whatever the file holds
+        backend = family_class(model.family).from_options(dataclasses.replace(options, model_type="auto"))
     else:
         backend = backend_class(options.backend).from_options(options)
     for note in backend.notes if progress is not None else ():

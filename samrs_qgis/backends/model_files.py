@@ -197,6 +197,40 @@ class ModelFile:
         return f"{self.family_name} {self.size}"
 
 
+# The model types offered next to the model file (``auto``: whatever the file holds), as model_type_name spells them;
+# new ones are appended (the toolbox's enum numbers of earlier ones stay).
+MODEL_TYPE_CHOICES = ("auto", "vit_h", "vit_l", "vit_b", "mobile_sam", "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h",
+                      "sam_hq_tiny_vit", "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
+                      "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l")
+
+
+def model_type_name(model: "ModelFile") -> str:
+    """The model type a file holds, as the model-type setting and download-checkpoints name it: SAM ``vit_b``,
+    MobileSAM ``mobile_sam``, SAM-HQ ``sam_hq_vit_b`` / ``sam_hq_tiny_vit``, SAM 2.1 ``sam2.1_hiera_t``, SAM 2
+    ``sam2_hiera_t``; ONNX halves by their family (no size is told from an ONNX file)."""
+    if model.family == "sam":
+        return model.size
+    if model.family == "mobile_sam":
+        return "mobile_sam"
+    if model.family == "sam_hq":
+        return f"sam_hq_{model.size}"
+    if model.family == "sam2":
+        return f"sam{'2' if model.version == '2.0' else model.version}_{model.size}"
+    return model.family
+
+
+def check_model_type(model: "ModelFile", model_type: str) -> None:
+    """An InputError when ``model_type`` (a :data:`MODEL_TYPE_CHOICES` value) is neither ``auto`` nor what the file
+    holds, naming both."""
+    if model_type not in MODEL_TYPE_CHOICES:
+        raise InputError(f"Unknown model type '{model_type}'. Choose one of: {', '.join(MODEL_TYPE_CHOICES)}.")
+    held = model_type_name(model)
+    if model_type not in ("auto", held):
+        choice = f"'{held}' or 'auto'" if held in MODEL_TYPE_CHOICES else "'auto'"
+        raise InputError(f"Model type mismatch: '{model.path}' holds a {model.describe()} model ({held}), not "
+                         f"{model_type}. Choose model type {choice}.")
+
+
 def recognised_families() -> str:
     """The families told here and where their official files come from, for messages."""
     return "; ".join(f"{f.name}: {f.official}" for f in FAMILIES.values())
