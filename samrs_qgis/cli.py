@@ -237,10 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     exr.add_argument("out_dir", help="folder to write the reviewed dataset into (new, or an earlier export)")
     exr.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    dl = commands.add_parser("download-checkpoints", help="download official SAM checkpoints and verify their MD5")
+    dl = commands.add_parser(
+        "download-checkpoints", help="download official SAM, SAM-HQ, MobileSAM and SAM 2.1 checkpoints, verified",
+        description="Download the official checkpoints named by their model type and keep each only once verified: "
+                    "by its published checksum, or, for a file with none published, by what it holds (family, "
+                    "size and byte count). --list shows them. The files come from a mirror instead when --mirror "
+                    "or the SAMRS_CHECKPOINT_MIRROR environment variable gives one (<mirror>/<file name>).")
     dl.add_argument("models", nargs="*", default=["vit_b"], metavar="MODEL",
-                    help=f"model types among {', '.join(OFFICIAL_CHECKPOINTS)} (default vit_b)")
+                    help=f"model types among {', '.join(OFFICIAL_CHECKPOINTS)}, or their file names (default vit_b)")
     dl.add_argument("--dir", default="checkpoints", help="target folder (default ./checkpoints)")
+    dl.add_argument("--list", action="store_true", help="list the official checkpoints and exit")
+    dl.add_argument("--mirror", default=None, metavar="URL",
+                    help="fetch the files from URL/<file name> (default: $SAMRS_CHECKPOINT_MIRROR, else the "
+                         "official servers)")
 
     onx = commands.add_parser(
         "export-onnx", help="export a SAM or MobileSAM checkpoint to an ONNX encoder and decoder (runs without torch)",
@@ -513,11 +522,15 @@ def _export_reviewed(args) -> int:
 
 
 def _download(args) -> int:
-    from .checkpoints import download_checkpoint
+    from .checkpoints import checkpoint_table, download_checkpoint, find_checkpoint
 
-    for model_type in args.models:
-        path = download_checkpoint(model_type, args.dir)
-        print(f"{model_type}: {path} (MD5 verified)")
+    if args.list:
+        print(checkpoint_table())
+        return 0
+    specs = [find_checkpoint(name) for name in args.models]  # every name checked before anything is fetched
+    for spec in specs:
+        path = download_checkpoint(spec.name, args.dir, base_url=args.mirror)
+        print(f"{spec.name}: {path} ({spec.describe_verification()})")
     return 0
 
 
