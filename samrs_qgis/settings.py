@@ -274,9 +274,9 @@ def check_options(options) -> None:
     check_values(options, SEGMENT_SETTINGS)
     backend = resolve_backend(options).backend
     if backend == "sam" and not options.checkpoint:
-        raise InputError("The SAM backend needs a checkpoint (.pth): download sam_vit_b_01ec64.pth, "
-                         "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth (python -m samrs_qgis download-checkpoints), "
-                         "or choose the GrabCut backend.")
+        raise InputError("The SAM backend needs a model file: download sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, "
+                         "sam_vit_h_4b8939.pth or another family's official file (python -m samrs_qgis "
+                         "download-checkpoints --list), give an ONNX pair, or choose the GrabCut backend.")
     if backend == "sam" and os.path.isdir(options.checkpoint):  # an ONNX pair's folder, or a slip: the download folder
         try:
             names = os.listdir(options.checkpoint)

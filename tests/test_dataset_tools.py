@@ -101,7 +101,7 @@ def test_segmentdataset_cancelled_and_bad_inputs(qgis_app, tmp_path, dataset):
     assert not (tmp_path / "o" / "geo").exists()
     with pytest.raises(QgsProcessingException, match="annotation folder"):
         run(DATASET, dict(params, ANNOTATIONS=str(tmp_path / "missing")))
-    with pytest.raises(QgsProcessingException, match="needs a checkpoint"):
+    with pytest.raises(QgsProcessingException, match="needs a model file"):
         run(DATASET, dict(params, BACKEND=0))
 
 

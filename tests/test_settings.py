@@ -169,7 +169,7 @@ def test_checks_name_the_setting_and_both_spellings(tmp_path):
         check_options(SegmentOptions(backend="grabcut", window_size=32))
     with pytest.raises(InputError, match=r"Unknown prompt mode 'mask'.*\(--prompt, PROMPT\)"):
         check_options(SegmentOptions(backend="grabcut", prompt="mask"))
-    with pytest.raises(InputError, match="needs a checkpoint"):
+    with pytest.raises(InputError, match="needs a model file"):
         check_options(SegmentOptions(backend="sam"))
     with pytest.raises(InputError, match="grabcut backend takes the prompt modes box, not 'point'"):
         check_options(SegmentOptions(prompt="point"))  # auto without a checkpoint is GrabCut

@@ -39,7 +39,7 @@ class Family:
 FAMILIES: Dict[str, Family] = {
     "sam": Family("SAM", "segment-anything",
                   "sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth from "
-                  "facebookresearch/segment-anything (`python -m samrs_qgis download-checkpoints` fetches them)"),
+                  "facebookresearch/segment-anything"),
     "sam_hq": Family("SAM-HQ", "segment-anything-hq",
                      "sam_hq_vit_b.pth, sam_hq_vit_l.pth, sam_hq_vit_h.pth, sam_hq_vit_tiny.pth from SysCV/sam-hq"),
     "sam2": Family("SAM 2", "sam2",
@@ -233,7 +233,8 @@ def check_model_type(model: "ModelFile", model_type: str) -> None:
 
 def recognised_families() -> str:
     """The families told here and where their official files come from, for messages."""
-    return "; ".join(f"{f.name}: {f.official}" for f in FAMILIES.values())
+    return ("; ".join(f"{f.name}: {f.official}" for f in FAMILIES.values()) +
+            " (`python -m samrs_qgis download-checkpoints --list` shows the official checkpoints it fetches)")
 
 
 def unsupported_message(model: ModelFile) -> str:
@@ -271,7 +272,7 @@ def read_state(path: str, torch=None) -> Dict[str, Any]:
         # torch's own text may advise weights_only=False, which is unsafe for an unknown file: not shown.
         raise InputError(f"Model file '{path}' cannot be read ({type(exc).__name__}). The file is corrupt, "
                          "truncated or not a PyTorch checkpoint; download it again and check its checksum "
-                         "(`python -m samrs_qgis download-checkpoints` verifies the SAM ones). Recognised: "
+                         "(`python -m samrs_qgis download-checkpoints` verifies the official ones). Recognised: "
                          f"{recognised_families()}.") from exc
     for wrapper in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
