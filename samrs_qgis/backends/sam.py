@@ -16,6 +16,7 @@ from ..embedding_cache import cache_root
 from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
+from . import lean_attention
 from .devices import choose_device, device_label, device_type, precision_context, resolve_precision, to_device
 from .model_files import FAMILIES
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_model
@@ -113,6 +114,7 @@ class SamBackend(Backend):
         model, found = load_model(checkpoint, model_type, self.families)
         self.family, self.model_type = found.family, found.size  # e.g. "mobile_sam", "tiny_vit"
         self.model = model.to(self.device)
+        lean_attention.apply(self.model)  # the same embedding, without 0.8 GB score matrices (vit_b's global blocks)
         self.predictor = self._make_predictor()
         self.multimask = multimask
         self.checkpoint = checkpoint
