@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SAMRS engine benchmark: seven figures, each printed as one line (or a few lettered lines):
+"""SAMRS engine benchmark: eight figures, each printed as one line (or a few lettered lines):
 the ratio measured in this run, the absolute numbers behind it, the target and PASS/MISS.
 
     make bench            (or: .venv/bin/python bench/bench.py)
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+import families  # beside this file: figure 8, the SAM families and runtimes
 import gpu_path  # beside this file: what the CPU shows of the decoder's GPU path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -844,6 +845,10 @@ def main():
         f"{achieved[ours.precision] / 1e9:.0f} GFLOP/s; 4096x4096 matmul fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s (best of 3) | no target (context for 7a)")
     results["7"] = r_enc >= 2.5 and r_dec >= 2 and agree_real >= 0.99 and agree_synth >= 0.99
+
+    # ---- figure 8: the SAM families and runtimes side by side -------------------------------------
+    log("figure 8: SAM vit_b (torch, ONNX fp32/int8), HQ-SAM, SAM 2.1 hiera_t/s, MobileSAM on figure 2's window")
+    results["8"] = families.figure(torch, work, vit_b, frame_real, fb, log, out)
 
     jiffies1, steal1 = cpu_times()
     total = time.perf_counter() - T_START
