@@ -190,6 +190,31 @@ def test_fp16_on_the_cpu_is_still_an_error():
         resolve_precision("fp16", "cpu", torch)
 
 
+def test_int8_runs_on_the_cpu_only():
+    from samrs.samrs_qgis.backends import devices
+
+    assert "int8" in devices.PRECISIONS
+    assert resolve_precision("int8", "cpu", torch) == ("int8", None)
+    for device in ("cuda", "cuda:1", "mps"):
+        with pytest.raises(InputError, match=f"int8 runs on the CPU only, not on device '{device}'. Use device "
+                                             "'cpu' for int8"):
+            resolve_precision("int8", device, torch)
+    with precision_context(torch, "cpu", "int8"):
+        assert not torch.is_autocast_enabled("cpu")  # fp32 outside the quantized layers
+
+
+def test_auto_on_the_cpu_says_what_it_picked(monkeypatch):
+    from samrs.samrs_qgis.backends import devices
+
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: True)
+    precision, note = resolve_precision("auto", "cpu", torch)
+    assert precision == "bf16" and note == "Precision auto: bf16 (this CPU has bf16 instructions)."
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
+    precision, note = resolve_precision("auto", "cpu", torch)
+    assert precision == "fp32" and note.startswith("Precision auto: fp32 (this CPU has no bf16 instructions).")
+    assert "int8" in note
+
+
 def test_the_cpu_is_named():
     choice = choose_device(torch, "cpu")
     assert choice.name == cpu_name() and choice.name and choice.name != "cpu"

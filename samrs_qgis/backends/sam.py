@@ -17,7 +17,8 @@ from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
 from . import lean_attention
-from .devices import choose_device, device_label, device_type, precision_context, resolve_precision, to_device
+from .devices import (choose_device, device_label, device_type, int8_encoder, precision_context, resolve_precision,
+                      to_device)
 from .model_files import FAMILIES
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_model
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
@@ -115,6 +116,8 @@ class SamBackend(Backend):
         self.family, self.model_type = found.family, found.size  # e.g. "mobile_sam", "tiny_vit"
         self.model = model.to(self.device)
         lean_attention.apply(self.model)  # the same embedding, without 0.8 GB score matrices (vit_b's global blocks)
+        if self.precision == "int8":
+            int8_encoder(torch, self.model.image_encoder)
         self.predictor = self._make_predictor()
         self.multimask = multimask
         self.checkpoint = checkpoint
@@ -389,5 +392,7 @@ class SamBackend(Backend):
         if self.model is None:
             return self._description
         compiled = ", compiled decoder" if self.compiled else ""
+        precision = ("int8 (image encoder's MLP layers; fp32 elsewhere)" if self.precision == "int8"
+                     else self.precision)
         return (f"{FAMILIES[self.family].name} {self.model_type} ({self.checkpoint}) on {device_label(self.device)} "
-                f"({self.device_name}), {self.precision}{compiled}")
+                f"({self.device_name}), {precision}{compiled}")
