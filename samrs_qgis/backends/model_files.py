@@ -251,12 +251,17 @@ def unsupported_message(model: ModelFile) -> str:
             f"This version runs {runs} model files.")
 
 
+INSTALL_HINT = ("Install them with `make setup` in the plugin folder, or into the Python QGIS uses: "
+                "`pip install torch torchvision segment-anything`. "
+                "The GrabCut backend needs neither, and ONNX model pairs need only onnxruntime.")
+
+
 def _import_torch():
     try:
         import torch
     except ImportError as exc:
-        raise BackendUnavailableError(f"Reading a PyTorch checkpoint needs torch, which cannot be imported "
-                                      f"here ({exc}). Install it with `make setup` in the plugin folder.") from exc
+        raise BackendUnavailableError(f"The SAM backend needs torch and segment-anything to read a PyTorch model "
+                                      f"file, which cannot be imported here ({exc}). {INSTALL_HINT}") from exc
     return torch
 
 

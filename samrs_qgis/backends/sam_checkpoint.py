@@ -18,17 +18,13 @@ from __future__ import annotations
 import os
 
 from ..errors import BackendUnavailableError, InputError
-from .model_files import (FAMILIES, EncoderConfig, encoder_config_from_state, identify_onnx, identify_state,
-                          is_onnx_file, read_state, unsupported_message)
+from .model_files import (FAMILIES, INSTALL_HINT, EncoderConfig, encoder_config_from_state, identify_onnx,
+                          identify_state, is_onnx_file, read_state, unsupported_message)
 
 __all__ = ["MODEL_TYPES", "EncoderConfig", "encoder_config_from_state", "import_torch", "checkpoint_fingerprint",
            "load_sam", "load_model", "import_sam_hq"]
 
 MODEL_TYPES = ("auto", "vit_h", "vit_l", "vit_b")
-
-INSTALL_HINT = ("Install them with `make setup` in the plugin folder, or into the Python QGIS uses: "
-                "`pip install torch torchvision segment-anything`. "
-                "The GrabCut backend needs neither.")
 
 
 def import_torch():
