@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cpu_kinds  # beside this file: measurements in a child process, as this CPU and as an AVX2 CPU
 import families  # beside this file: figure 8, the SAM families and runtimes
 import gpu_path  # beside this file: what the CPU shows of the decoder's GPU path
 
@@ -460,7 +461,8 @@ def rss_child(spec: dict) -> None:
 
     t0 = time.perf_counter()
     summary = segment_boxes(spec["raster"], read_box_file(spec["boxes"]), outputs_in(spec["out"]),
-                            SegmentOptions(checkpoint=spec["checkpoint"], embedding_cache=False))
+                            SegmentOptions(checkpoint=spec["checkpoint"], embedding_cache=False,
+                                           precision=spec.get("precision", "auto")))
     wall = time.perf_counter() - t0
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "hwm_mb": vm_hwm_mb(),
                       "wall": wall,
@@ -674,6 +676,13 @@ def main():
         f"{vb_gb:.2f} GB ({vb['maxrss_mb']:.0f} MiB), run {vb['wall']:.1f} s | target < 3 GB {verdict(vb_gb < 3.0)}")
     results["4"] = growth <= 0.20 and vb_gb < 3.0
 
+    # ---- figure 4c: vit_b fp32 memory with the lean attention (bench/cpu_kinds.py) ----------------
+    log("figure 4c: peak RSS, vit_b fp32 on the 4096² raster; one 1024² encode with and without the lean attention")
+    vb32 = launcher.run({"raster": raster4096, "boxes": layer_vb, "checkpoint": vit_b, "out": str(work / "fig4c_vitb"),
+                         "precision": "fp32"})
+    line4c, results["4c"] = cpu_kinds.figure4c(vb32)
+    out(line4c)
+
     # ---- figure 5: embedding cache ----------------------------------------------------------------
     log("figure 5: figure 3's scene twice with the embedding cache on")
     cache = work / "embedding-cache"
@@ -835,6 +844,13 @@ def main():
         f"{line7f} | target host synchronisations and copies per batch the same at every batch size, none per box "
         f"{verdict(ok7f)}")
     results["7f"] = ok7f
+
+    # ---- figure 7g: the encoder on a CPU without bf16 (bench/cpu_kinds.py) -------------------------
+    log("figure 7g: vit_b encoder fp32, lean attention and int8, natively and as an AVX2 CPU (child processes)")
+    lines7g, results["7g"] = cpu_kinds.figure7g()
+    for line in lines7g:
+        out(line)
+
     out(f"Fig 7c mask agreement fp32 vs {ours.precision} (same-sign upsampled logits in the boxes' neighbourhoods, "
         f"48 boxes each): real image {agree_real:.4f}, synthetic image {agree_synth:.4f} | random weights: median "
         f"|fp32 logit| there {mag_real:.3f} (real), {mag_synth:.3f} (synthetic) | target >= 0.99 real "
