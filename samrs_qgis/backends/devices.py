@@ -184,7 +184,7 @@ def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Opt
             return "fp32", None
         if cpu_supports_bf16():
             return "bf16", "Precision auto: bf16 (this CPU has bf16 instructions)."
-        # Not int8, though ~1.3x faster than fp32 on such a CPU (vit_b, measured as an AVX2 CPU): its embedding is
+        # Not int8, though ~1.5x faster than fp32 on such a CPU (vit_b, measured as an AVX2 CPU): its embedding is
         # up to 3.7 % off fp32's (2.2 % on average; vit_b with random weights), more than the 3 % an automatic
         # choice may cost, and its masks agree with fp32's at 0.995 there (0.99 asked), untested with trained
         # weights. It stays a choice of the user's.
@@ -254,9 +254,10 @@ def precision_context(torch, device: str, precision: str):
 
 
 # The Linear layers int8 computes: the MLPs of segment-anything's ViT blocks (lin1, lin2) and of TinyViT's (fc1,
-# fc2), two thirds of a ViT's linear work. Measured (vit_b, random weights, 1024² window, as an AVX2 CPU, CPU
-# seconds, best of 3): fp32 24.1 s, MLPs in int8 18.1 s, all Linear layers (attention's qkv and projection too)
-# 18.5 s; the embedding's error against fp32 max/mean 3.7/2.2 % with the MLPs in int8, 4.2/3.0 % with all layers.
+# fc2), two thirds of a ViT's linear work. Measured (vit_b, random weights, one 1024² window, as an AVX2 CPU: bench
+# figure 7g): fp32 9.8 s, int8 6.7 s (1.5x); the embedding's error against fp32 3.7 % at most (max |a-b| / max |a|),
+# 2.2 % on average. All Linear layers in int8 (attention's qkv and projection too) were no faster (CPU seconds, best
+# of 3: fp32 24.1, MLPs 18.1, all 18.5) and further off (4.2 % at most, 3.0 % on average).
 INT8_LAYERS = ("lin1", "lin2", "fc1", "fc2")
 
 
