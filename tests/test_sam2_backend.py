@@ -280,3 +280,8 @@ def test_close_frees_the_model(backend):
         assert backend.describe() == description
     finally:
         gc.enable()
+
+
+def test_int8_is_refused_for_sam2_rather_than_run_as_fp32(tmp_path):
+    with pytest.raises(InputError, match="int8 applies to SAM, SAM-HQ and MobileSAM encoders, not to SAM 2"):
+        Sam2Backend(str(tmp_path / "sam2.1_hiera_tiny.pt"), device="cpu", precision="int8")

@@ -185,6 +185,9 @@ class Sam2Backend(Backend):
         choice = choose_device(torch, device)
         self.device = choice.device
         self.device_name = choice.name
+        if precision == "int8":  # int8 quantizes SAM's ViT encoder; Hiera is left as it is
+            raise InputError("Precision int8 applies to SAM, SAM-HQ and MobileSAM encoders, not to SAM 2's Hiera: "
+                             "use precision auto, fp32 or bf16 with SAM 2 files.")
         self.precision, precision_note = resolve_precision(precision, self.device, torch)
         self.notes = tuple(note for note in (choice.note, precision_note) if note)
         # SAM 2's mask decoder costs what SAM's does per box (the same transformer over 64x64 image tokens;
