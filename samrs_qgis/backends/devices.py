@@ -274,3 +274,17 @@ def int8_encoder(torch, encoder, layers=INT8_LAYERS):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks its eager-mode quantization as deprecated; it is still there
         return quantize_dynamic(encoder, spec, dtype=torch.qint8, inplace=True)
+
+
+def free_cached_memory(torch, device: str) -> None:
+    """Give the memory torch keeps cached on ``device`` back to the driver (CUDA, mps; nothing on a CPU)."""
+    kind = device_type(device)
+    if kind == "cuda":
+        torch.cuda.empty_cache()
+    elif kind == "mps":
+        torch.mps.empty_cache()
+
+
+def is_out_of_memory(torch, error: BaseException) -> bool:
+    """True when ``error`` means a torch device ran out of memory."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()

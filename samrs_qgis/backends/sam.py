@@ -17,8 +17,8 @@ from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
 from . import lean_attention
-from .devices import (choose_device, device_label, device_type, int8_encoder, precision_context, resolve_precision,
-                      to_device)
+from .devices import (choose_device, device_label, device_type, free_cached_memory, int8_encoder, is_out_of_memory,
+                      precision_context, resolve_precision, to_device)
 from .model_files import FAMILIES
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_model
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
@@ -333,14 +333,10 @@ class SamBackend(Backend):
             self._window_to_decoder()
 
     def free_cached_memory(self) -> None:
-        kind = device_type(self.device)
-        if kind == "cuda":
-            self._torch.cuda.empty_cache()
-        elif kind == "mps":
-            self._torch.mps.empty_cache()
+        free_cached_memory(self._torch, self.device)
 
     def is_out_of_memory(self, error: BaseException) -> bool:
-        return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+        return is_out_of_memory(self._torch, error)
 
     def identity(self) -> str:
         """What decides the embedding besides the image: model weights, family (what the embedding holds),

@@ -33,7 +33,8 @@ from ..errors import BackendUnavailableError, InputError
 from ..logits import _axis_weights
 from ..prompts import PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits, PendingLogits
-from .devices import choose_device, device_label, device_type, precision_context, resolve_precision, to_device
+from .devices import (choose_device, device_label, device_type, free_cached_memory, is_out_of_memory,
+                      precision_context, resolve_precision, to_device)
 from .model_files import identify_state, is_onnx_file, read_state, unsupported_message
 from .sam import CPU_BATCH, CUDA_BATCH, sam_box_prompt, sam_mask_prompt, sam_point_prompt
 from .sam_checkpoint import checkpoint_fingerprint
@@ -360,14 +361,10 @@ class Sam2Backend(Backend):
 
     # -- the rest of the interface ------------------------------------------------------------------
     def free_cached_memory(self) -> None:
-        kind = device_type(self.device)
-        if kind == "cuda":
-            self._torch.cuda.empty_cache()
-        elif kind == "mps":
-            self._torch.mps.empty_cache()
+        free_cached_memory(self._torch, self.device)
 
     def is_out_of_memory(self, error: BaseException) -> bool:
-        return isinstance(error, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+        return is_out_of_memory(self._torch, error)
 
     def identity(self) -> str:
         """Model weights, family and size, precision and the kind of device: what decides the embedding."""
