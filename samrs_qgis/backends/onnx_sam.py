@@ -94,7 +94,7 @@ def find_pair(checkpoint: str) -> Tuple[ModelFile, ModelFile]:
     return encoder, decoder
 
 
-def _threads() -> int:
+def cpu_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -120,7 +120,16 @@ def choose_provider(ort, device: str) -> Tuple[list, str, Optional[str]]:
     return ["CPUExecutionProvider"], "cpu", None
 
 
-def _metadata(session) -> Dict[str, str]:
+def new_session(ort, path: str, providers: list, threads: int):
+    """An ONNX Runtime session of the model at ``path`` on ``providers`` with ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no notes on nodes placed on the CPU
+    return ort.InferenceSession(path, options, providers=providers)
+
+
+def read_metadata(session) -> Dict[str, str]:
     props = session.get_modelmeta().custom_metadata_map or {}
     return {k[len(METADATA_PREFIX):]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
 
@@ -141,20 +150,16 @@ class OnnxSamBackend(Backend):
             raise InputError(f"'{checkpoint}' is a {self.encoder_file.family_name} pair; this backend runs SAM and "
                              "MobileSAM ONNX pairs.")
         providers, self.device, note = choose_provider(ort, device)
-        options = ort.SessionOptions()
-        self.threads = _threads()
-        options.intra_op_num_threads = self.threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: no notes on nodes placed on the CPU
-        self._encoder = ort.InferenceSession(self.encoder_file.path, options, providers=providers)
-        self._decoder = ort.InferenceSession(self.decoder_file.path, options, providers=providers)
+        self.threads = cpu_threads()
+        self._encoder = new_session(ort, self.encoder_file.path, providers, self.threads)
+        self._decoder = new_session(ort, self.decoder_file.path, providers, self.threads)
         self.provider = self._encoder.get_providers()[0]
         if self.provider != "CUDAExecutionProvider":
             self.device = "cpu"
         self.device_name = cpu_name() if self.device == "cpu" else self.device
         self.runtime = f"ONNX Runtime {ort.__version__}"
         self.multimask = multimask
-        self.metadata = _metadata(self._encoder)
+        self.metadata = read_metadata(self._encoder)
         size = self.metadata.get("size")
         if model_type not in ("auto", None) and size and size != model_type:
             raise InputError(f"Model type mismatch: '{checkpoint}' was exported from a {size} model, not "
