@@ -153,6 +153,30 @@ def test_onnx_backend_matches_the_torch_backend(pairs, torch_backend):
     assert "ONNX" in backend.describe()  # still described once closed
 
 
+def test_exported_encoder_computes_attention_in_bands(tiny_sam_checkpoint, torch_backend, tmp_path, monkeypatch):
+    """The encoder is traced with the lean attention: its global blocks' scores exist a band of query rows at a
+    time in the graph too (bands made small here so the tiny SAM has several), with the same embedding."""
+    import onnx
+
+    from samrs.samrs_qgis.backends import lean_attention
+    from samrs.samrs_qgis.backends.onnx_sam import OnnxSamBackend
+    from samrs.samrs_qgis.onnx_export import export_onnx
+
+    monkeypatch.setattr(lean_attention, "CHUNK_BYTES", 3 << 20)
+    pair = export_onnx(tiny_sam_checkpoint, str(tmp_path))
+    graph = onnx.load(pair.encoder, load_external_data=False).graph
+    softmaxes = sum(node.op_type == "Softmax" for node in graph.node)
+    blocks = len(torch_backend.model.image_encoder.blocks)
+    assert softmaxes > blocks + 4  # several bands per global block, one softmax per windowed block
+    frame, _, _ = scene()
+    backend = OnnxSamBackend(str(tmp_path), device="cpu")
+    torch_backend.encode(frame)
+    backend.encode(frame)
+    reference = torch_backend.embedding["image_embeddings"]
+    assert np.abs(backend.embedding["image_embeddings"] - reference).max() <= 1e-4 * np.abs(reference).max()
+    backend.close()
+
+
 def test_int8_encoder_stays_close(pairs, torch_backend):
     from samrs.samrs_qgis.backends.onnx_sam import OnnxSamBackend
 
