@@ -13,16 +13,12 @@ Decoding shares :class:`.sam_decoder.WindowMaskDecoder`'s savings: the box-indep
 transformer layer once per window, logits over each box's region only (the upscaling and its high-resolution
 features are pixel-local), crops grouped by shape, one host copy of logits and scores per batch.
 
-Frames and logits: SAM 2's low-resolution logits are a 256 x 256 grid over the stretched input, 4 input pixels per
-cell. A square frame (the engine's frames are square except where a raster is smaller than a window or not square
-itself) maps to it by one scale, so a box's logits are its crop of that grid, as for SAM. A frame of W x H with
-W != H has cells of 4 W / 1024 by 4 H / 1024 frame pixels, which one cell size cannot place: there each box's logits
-are brought to one cell per frame pixel over its region, by the bilinear interpolation ``SAM2ImagePredictor`` uses
-to bring its masks to the image's size (``align_corners=False``), evaluated at those pixels' centres only.
+Frames and logits (:mod:`.sam2_frames`): SAM 2's low-resolution logits are a 256 x 256 grid over the stretched
+input; a square frame's boxes get their crop of it, a frame that is not square one cell per frame pixel over each
+box's region.
 """
 from __future__ import annotations
 
-import math
 import os
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
@@ -30,21 +26,18 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError, InputError
-from ..logits import _axis_weights
 from ..prompts import PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits, PendingLogits
 from .devices import (choose_device, device_label, device_type, free_cached_memory, is_out_of_memory,
                       precision_context, resolve_precision, to_device)
 from .model_files import identify_state, is_onnx_file, read_state, unsupported_message
-from .sam import CPU_BATCH, CUDA_BATCH, sam_box_prompt, sam_mask_prompt, sam_point_prompt
+from .sam import CPU_BATCH, CUDA_BATCH
 from .sam_checkpoint import checkpoint_fingerprint
-from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder, gather_crops
+from .sam2_frames import PIXEL_MEAN, PIXEL_STD, StretchedFrame
+from .sam_decoder import WindowMaskDecoder, gather_crops
 
 # What an encoded window is: the names of SAM 2's ONNX exports (image_embed, high_res_feats_0/1)
 WINDOW_TENSORS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-PIXEL_MEAN = (0.485, 0.456, 0.406)  # SAM2Transforms' normalisation of [0, 1] pixel values
-PIXEL_STD = (0.229, 0.224, 0.225)
-BOX_LABELS = (2, 3)  # the prompt encoder's labels of a box's top-left and bottom-right corners
 # Parts of SAM2Base that only video tracking uses (memories of earlier frames): dropped once the file is loaded.
 VIDEO_ONLY_PARTS = ("memory_attention", "memory_encoder")
 
@@ -165,12 +158,16 @@ def _torch():
     return torch
 
 
-def pixel_span(lo: float, hi: float, size: int) -> Tuple[int, int]:
-    """Frame pixels [p0, p1) whose centres bracket every position in [lo, hi] (bilinear sampling reads the two
-    pixels around a position), within [0, size)."""
-    p0 = min(max(math.floor(lo - 0.5), 0), size - 1)
-    p1 = min(max(math.floor(hi - 0.5) + 2, p0 + 1), size)
-    return p0, p1
+def window_features(model, image) -> Dict[str, object]:
+    """What ``SAM2ImagePredictor.set_image`` keeps of a normalised input image (1, 3, S, S): WINDOW_TENSORS, the
+    image embedding (1, c, S/16, S/16) with the "no memory" embedding added and the high-resolution features
+    (1, c/8, S/4, S/4) and (1, c/4, S/8, S/8). Torch tensors; traceable (the ONNX encoder is this function)."""
+    backbone = model.forward_image(image)
+    _, feats, _, sizes = model._prepare_backbone_features(backbone)
+    if model.directly_add_no_mem_embed:  # as SAM2ImagePredictor.set_image: no memory of other frames
+        feats[-1] = feats[-1] + model.no_mem_embed
+    feats = [f.permute(1, 2, 0).reshape(1, -1, *size).contiguous() for f, size in zip(feats, sizes)]
+    return dict(zip(WINDOW_TENSORS, (feats[-1],) + tuple(feats[:-1])))
 
 
 class Sam2Backend(Backend):
@@ -202,7 +199,7 @@ class Sam2Backend(Backend):
         self.input_size = self.model.image_size  # the frame's longest side; the model sees it stretched square
         self.decoder = Sam2WindowDecoder(self.model, torch.bfloat16 if self.precision == "bf16" else None)
         self.window: Optional[Dict[str, object]] = None  # the encoded window: WINDOW_TENSORS on the device
-        self.frame_shape: Optional[Tuple[int, int]] = None  # (rows, cols) of the frame it was encoded from
+        self.frame: Optional[StretchedFrame] = None  # the frame it was encoded from, stretched to the input
 
     @classmethod
     def from_options(cls, options) -> "Sam2Backend":
@@ -242,15 +239,12 @@ class Sam2Backend(Backend):
         with torch.inference_mode():
             image = self.input_tensor(frame)
             with self._precision(), torch.device(self.device):
-                backbone = model.forward_image(image)
-                _, feats, _, sizes = model._prepare_backbone_features(backbone)
-                if model.directly_add_no_mem_embed:  # as SAM2ImagePredictor.set_image: no memory of other frames
-                    feats[-1] = feats[-1] + model.no_mem_embed
-            feats = [f.permute(1, 2, 0).reshape(1, -1, *size).contiguous() for f, size in zip(feats, sizes)]
-        self._set_window(dict(zip(WINDOW_TENSORS, (feats[-1],) + tuple(feats[:-1]))), frame.shape[:2])
+                window = window_features(model, image)
+        self._set_window(window, frame.shape[:2])
 
     def _set_window(self, window: Dict[str, object], frame_shape) -> None:
-        self.window, self.frame_shape = window, (int(frame_shape[0]), int(frame_shape[1]))
+        self.window = window
+        self.frame = StretchedFrame(int(frame_shape[0]), int(frame_shape[1]), self.input_size)
         with self._torch.inference_mode(), self._precision():
             self.decoder.set_window(window["image_embed"], (window["high_res_feats_0"], window["high_res_feats_1"]))
 
@@ -264,65 +258,17 @@ class Sam2Backend(Backend):
         self._set_window({name: to_device(self._torch, embedding[name], self.device) for name in WINDOW_TENSORS},
                          frame_shape)
 
-    # -- frame <-> the model's input ----------------------------------------------------------------
-    @property
-    def input_scale(self) -> Tuple[float, float]:
-        """Input pixels per frame pixel (x, y): the frame is stretched to the square input."""
-        rows, cols = self.frame_shape
-        return self.input_size / cols, self.input_size / rows
-
-    @property
-    def isotropic(self) -> bool:
-        """True when one scale maps the frame to the input (a square frame): logits keep SAM 2's own grid."""
-        sx, sy = self.input_scale
-        return sx == sy
-
-    def _pixel_spans(self, regions: Optional[np.ndarray], count: int) -> List[Tuple[int, int, int, int]]:
-        """Per box, the frame pixels (x0, y0, x1, y1) of its logits when they are given one cell per pixel."""
-        rows, cols = self.frame_shape
-        spans = []
-        for i in range(count):
-            x0, y0, x1, y1 = (0.0, 0.0, float(cols), float(rows)) if regions is None else regions[i]
-            (px0, px1), (py0, py1) = pixel_span(x0, x1, cols), pixel_span(y0, y1, rows)
-            spans.append((px0, py0, px1, py1))
-        return spans
-
-    def _input_regions(self, regions: Optional[np.ndarray], spans) -> Optional[np.ndarray]:
-        """Where in the input each box's logits are read: its region scaled, or (non-square frame) the centres
-        of its pixels."""
-        sx, sy = self.input_scale
-        if self.isotropic:
-            return None if regions is None else np.asarray(regions, dtype=np.float64) * sx
-        return np.array([((x0 + 0.5) * sx, (y0 + 0.5) * sy, (x1 - 0.5) * sx, (y1 - 0.5) * sy)
-                         for x0, y0, x1, y1 in spans], dtype=np.float64).reshape(-1, 4)
-
     def _prompt_tensors(self, prompts: Prompts):
-        """(points, masks) for the prompt encoder, in the input's coordinates as ``SAM2ImagePredictor`` puts
-        them (frame pixel coordinates times the input's scale): a box's corners labelled 2 and 3, then the point."""
+        """(points, masks) for the prompt encoder in the input's coordinates (:meth:`.StretchedFrame.prompt_points`
+        and :meth:`.StretchedFrame.mask_prompt`), on the device."""
         torch = self._torch
-        rows, cols = self.frame_shape
-        size = np.float32(self.input_size)
-
-        def to_input(xy):  # as SAM2Transforms.transform_coords: divided by the image's size, times the input's
-            return xy / np.float32([cols, rows]) * size
-
-        count, coords, labels = prompts.count, [], []
-        if prompts.boxes is not None:
-            coords.append(to_input(sam_box_prompt(prompts.boxes).reshape(-1, 2, 2)))
-            labels.append(np.tile(np.int32(BOX_LABELS), (count, 1)))
-        if prompts.points is not None:
-            coords.append(to_input(sam_point_prompt(prompts.points)))
-            labels.append(np.ones((count, 1), dtype=np.int32))
-        points = None
-        if coords:
-            points = (to_device(torch, np.concatenate(coords, axis=1).astype(np.float32), self.device),
-                      to_device(torch, np.concatenate(labels, axis=1).astype(np.int32), self.device))
+        points = self.frame.prompt_points(prompts)
+        if points is not None:
+            points = tuple(to_device(torch, part, self.device) for part in points)
         masks = None
         if prompts.polygons is not None:
             grid = self.model.sam_prompt_encoder.mask_input_size[0]
-            sx, sy = self.input_scale
-            rings = [np.asarray(ring, dtype=np.float64) * (sx, sy) for ring in prompts.polygons]
-            masks = to_device(torch, sam_mask_prompt(rings, grid, self.input_size / grid), self.device)
+            masks = to_device(torch, self.frame.mask_prompt(prompts.polygons, grid), self.device)
         return points, masks
 
     # -- decoding -----------------------------------------------------------------------------------
@@ -335,29 +281,12 @@ class Sam2Backend(Backend):
         torch = self._torch
         prompts = prompts or Prompts(boxes=boxes)
         count = prompts.count
-        spans = None if self.isotropic else self._pixel_spans(regions, count)
+        spans = self.frame.pixel_spans(regions, count)
         points, masks = self._prompt_tensors(prompts)
         with torch.inference_mode(), self._precision():
-            batch = self.decoder.decode_async(None, self._input_regions(regions, spans), self.multimask, count,
+            batch = self.decoder.decode_async(None, self.frame.input_regions(regions, spans), self.multimask, count,
                                               points, masks)
-        return PendingLogits(lambda: self._place(batch.result(), spans))
-
-    def _place(self, decoded, spans) -> List[BoxLogits]:
-        """Decoded crops of the input's logit grid -> BoxLogits in frame space."""
-        if spans is None:  # a square frame: the input's grid scaled
-            per = 1.0 / self.input_scale[0]
-            return [BoxLogits(grid=grid, origin_x=col * EMBED_CELL * per, origin_y=row * EMBED_CELL * per,
-                              cell=LOGIT_CELL * per, score=score) for grid, row, col, score in decoded]
-        sx, sy = self.input_scale
-        out = []
-        for (grid, row, col, score), (x0, y0, x1, y1) in zip(decoded, spans):
-            y_lo, y_hi, wy = _axis_weights(y0, y1, sy, row * EMBED_CELL, LOGIT_CELL, grid.shape[0])
-            x_lo, x_hi, wx = _axis_weights(x0, x1, sx, col * EMBED_CELL, LOGIT_CELL, grid.shape[1])
-            rows = grid[y_lo] * (1.0 - wy)[:, None] + grid[y_hi] * wy[:, None]
-            pixels = rows[:, x_lo] * (1.0 - wx)[None, :] + rows[:, x_hi] * wx[None, :]
-            out.append(BoxLogits(grid=pixels.astype(np.float32), origin_x=float(x0), origin_y=float(y0), cell=1.0,
-                                 score=score))
-        return out
+        return PendingLogits(lambda: self.frame.place(batch.result(), spans))
 
     # -- the rest of the interface ------------------------------------------------------------------
     def free_cached_memory(self) -> None:
