@@ -344,3 +344,19 @@ def test_describe_names_a_gpu_by_its_number_and_name(tiny_sam_checkpoint):
         assert gpu.describe().endswith(" on cuda:0 (NVIDIA GeForce RTX 4090), fp16")
     finally:
         backend.close()
+
+
+def test_what_auto_picked_is_information_and_a_refused_precision_a_warning(tiny_sam_checkpoint, monkeypatch):
+    """A real backend made the engine's way: auto's choice reaches the log as information (nothing is wrong),
+    a precision the machine cannot run as asked as a warning."""
+    from samrs.samrs_qgis.backends import devices, make_backend
+    from samrs.samrs_qgis.settings import SegmentOptions
+
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
+    progress = RecordingProgress()
+    make_backend(SegmentOptions(checkpoint=tiny_sam_checkpoint, device="cpu"), progress).close()
+    assert any(m.startswith("Precision auto: fp32") for m in progress.messages)
+    assert not any("Precision" in w for w in progress.warnings)
+    warnings, remarks = devices.backend_notes(None, "bf16", "bf16 would be emulated here: fp16 instead.")
+    assert warnings == ("bf16 would be emulated here: fp16 instead.",) and remarks == ()
+    assert devices.backend_notes("No GPU: the CPU.", "auto", None) == (("No GPU: the CPU.",), ())

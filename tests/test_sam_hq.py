@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class
+from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, lean_attention
 from samrs.samrs_qgis.backends.model_files import identify
 from samrs.samrs_qgis.backends.sam import SamBackend, sam_box_prompt
 from samrs.samrs_qgis.backends.sam_checkpoint import load_model
@@ -135,6 +135,8 @@ def test_files_are_identified_and_run_by_their_familys_class(case):
     assert FAMILY_CLASSES[family] == ((".sam_hq", "SamHqBackend") if family == "sam_hq" else (".sam", "SamBackend"))
     assert backend.describe().startswith(f"{description} ({path}) on cpu")
     assert f":{family}:" in backend.identity()
+    # the ViT encoder's attention computed in bands as SAM's (TinyViT's windowed attention is another class)
+    assert lean_attention.is_lean(backend.model) == (name == "hq_vit")
 
 
 def test_whole_window_logits_equal_the_familys_predictor_with_multimask(case):

@@ -66,7 +66,8 @@ def family_class(family: str) -> Type[Backend]:
 def make_backend(options, progress=None) -> Backend:
     """The backend ``options.backend`` names (options: :class:`samrs_qgis.settings.SegmentOptions`; ``auto``
     as :func:`samrs_qgis.settings.resolve_backend` resolves it), loaded and ready (checkpoint errors surface
-    here); its notes (e.g. why it runs on the CPU) go to ``progress`` as warnings."""
+    here); its notes (e.g. why it runs on the CPU) go to ``progress`` as warnings, its remarks (e.g. what precision
+    ``auto`` chose) as information."""
     from ..settings import resolve_backend  # not at the top: settings reads the backends' choices
 
     options = resolve_backend(options)
@@ -78,4 +79,6 @@ def make_backend(options, progress=None) -> Backend:
         backend = backend_class(options.backend).from_options(options)
     for note in backend.notes if progress is not None else ():
         progress.warning(note)
+    for remark in backend.remarks if progress is not None else ():
+        progress.info(remark)
     return backend

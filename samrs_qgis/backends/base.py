@@ -55,7 +55,8 @@ class Backend:
     input_size = 1024  # longest side of the frame the backend wants, in pixels
     preferred_batch = 4  # boxes per decode call when the user sets none
     prompt_modes = ("box",)  # the prompt modes (see :mod:`samrs_qgis.prompts`) this backend understands
-    notes: Tuple[str, ...] = ()  # what the user is told once the backend is made (e.g. why not on the GPU)
+    notes: Tuple[str, ...] = ()  # what the user is warned of once the backend is made (e.g. why not on the GPU)
+    remarks: Tuple[str, ...] = ()  # what the user is told as information once it is made (e.g. what auto chose)
 
     @classmethod
     def from_options(cls, options) -> "Backend":

@@ -169,6 +169,15 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def backend_notes(device_note: Optional[str], asked_precision: str,
+                  precision_note: Optional[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(warnings, remarks) a torch backend tells the user once made: a device or precision other than asked is
+    a warning; what ``auto`` precision chose and why is a remark (information, nothing is wrong)."""
+    chose = asked_precision == "auto"
+    warnings = tuple(n for n in (device_note, None if chose else precision_note) if n)
+    return warnings, ((precision_note,) if chose and precision_note else ())
+
+
 def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Optional[str]]:
     """(precision, note): ``auto`` -> fp16 on CUDA, fp32 on an Apple GPU (mps), bf16 on a CPU that has bf16
     instructions, else fp32 (on a CPU the note says which and why). bf16 asked for on a GPU below compute

@@ -17,8 +17,8 @@ from . import compile_verdict as verdicts
 from .base import Backend, BoxLogits, PendingLogits
 from .compile_verdict import CompileVerdict
 from . import lean_attention
-from .devices import (choose_device, device_label, device_type, free_cached_memory, int8_encoder, is_out_of_memory,
-                      precision_context, resolve_precision, to_device)
+from .devices import (backend_notes, choose_device, device_label, device_type, free_cached_memory, int8_encoder,
+                      is_out_of_memory, precision_context, resolve_precision, to_device)
 from .model_files import FAMILIES
 from .sam_checkpoint import checkpoint_fingerprint, import_torch, load_model
 from .sam_decoder import EMBED_CELL, LOGIT_CELL, WindowMaskDecoder
@@ -110,7 +110,7 @@ class SamBackend(Backend):
         self.device = choice.device  # as torch takes it: "cpu", "cuda", "cuda:1", "mps"
         self.device_name = choice.name  # e.g. "NVIDIA GeForce RTX 4090", the CPU model
         self.precision, precision_note = resolve_precision(precision, self.device, torch)
-        self.notes = tuple(note for note in (choice.note, precision_note) if note)
+        self.notes, self.remarks = backend_notes(choice.note, precision, precision_note)
         self.preferred_batch = CUDA_BATCH if device_type(self.device) == "cuda" else CPU_BATCH
         model, found = load_model(checkpoint, model_type, self.families)
         self.family, self.model_type = found.family, found.size  # e.g. "mobile_sam", "tiny_vit"

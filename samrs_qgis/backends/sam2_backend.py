@@ -28,8 +28,8 @@ import numpy as np
 from ..errors import BackendUnavailableError, InputError
 from ..prompts import PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits, PendingLogits
-from .devices import (choose_device, device_label, device_type, free_cached_memory, is_out_of_memory,
-                      precision_context, resolve_precision, to_device)
+from .devices import (backend_notes, choose_device, device_label, device_type, free_cached_memory,
+                      is_out_of_memory, precision_context, resolve_precision, to_device)
 from .model_files import identify_state, is_onnx_file, read_state, unsupported_message
 from .sam import CPU_BATCH, CUDA_BATCH
 from .sam_checkpoint import checkpoint_fingerprint
@@ -187,7 +187,7 @@ class Sam2Backend(Backend):
             raise InputError("Precision int8 applies to SAM, SAM-HQ and MobileSAM encoders, not to SAM 2's Hiera: "
                              "use precision auto, fp32 or bf16 with SAM 2 files.")
         self.precision, precision_note = resolve_precision(precision, self.device, torch)
-        self.notes = tuple(note for note in (choice.note, precision_note) if note)
+        self.notes, self.remarks = backend_notes(choice.note, precision, precision_note)
         # SAM 2's mask decoder costs what SAM's does per box (the same transformer over 64x64 image tokens;
         # measured here, fp32, one thread: 45 ms/box against vit_b's 48), so SAM's batch sizes
         self.preferred_batch = CUDA_BATCH if device_type(self.device) == "cuda" else CPU_BATCH
