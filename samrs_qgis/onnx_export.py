@@ -20,7 +20,8 @@ measured on an AVX2 CPU about 1.4x faster than fp32, the embedding within 2.6 % 
 then named ``<name>_int8_encoder.onnx`` / ``<name>_int8_decoder.onnx`` (the decoder stays fp32).
 
 Families: SAM (vit_b, vit_l, vit_h or a custom size) and MobileSAM. Needs torch and segment-anything (MobileSAM:
-segment-anything-hq's TinyViT), onnx and onnxruntime: exporting happens once, where torch is installed.
+segment-anything-hq's TinyViT), onnx and onnxruntime: exporting happens once, where torch is installed. SAM 2 / 2.1
+checkpoints are exported by :mod:`.onnx_export_sam2` (samexporter's SAM 2 names).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .errors import BackendUnavailableError, InputError
 
 OPSET = 17
 QUANTIZATIONS = (None, "int8")
-EXPORTABLE = ("sam", "mobile_sam")
+EXPORTABLE = ("sam", "mobile_sam", "sam2")
 # Models above this size are written with their weights in one external file beside the graph (<name>.onnx.data):
 # a protobuf file holds at most 2 GB (SAM vit_h's encoder is 2.5 GB).
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -110,13 +111,17 @@ def load_model(checkpoint: str):
         raise InputError(f"'{checkpoint}' is already an ONNX {found.role} ({found.describe()}); give the PyTorch "
                          "checkpoint it was exported from.")
     if found.family not in EXPORTABLE:
-        raise InputError(f"'{checkpoint}' holds a {found.describe()} model; exporting to ONNX is done for SAM "
-                         f"and MobileSAM checkpoints. {unsupported_message(found).split(': ', 1)[0]}.")
+        raise InputError(f"'{checkpoint}' holds a {found.describe()} model; exporting to ONNX is done for SAM, "
+                         f"MobileSAM and SAM 2 checkpoints. {unsupported_message(found).split(': ', 1)[0]}.")
     if found.family == "sam":
         from .backends.sam_checkpoint import load_sam
 
         model, _ = load_sam(checkpoint)
         return model, found
+    if found.family == "sam2":
+        from .backends.sam2_backend import load_sam2
+
+        return load_sam2(checkpoint)
     return _build_mobile_sam(found, read_state(checkpoint)), found
 
 
@@ -219,6 +224,10 @@ def export_onnx(checkpoint: str, out_dir: str, quantize: Optional[str] = None, p
         raise InputError(f"Unknown quantization '{quantize}'. Choose int8, or none for fp32.")
     torch = _imports()
     model, found = load_model(checkpoint)
+    if found.family == "sam2":  # SAM 2's graphs differ from SAM's: their own module
+        from .onnx_export_sam2 import export_sam2
+
+        return export_sam2(torch, model, found, checkpoint, out_dir, quantize, progress)
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(checkpoint))[0]
     encoder_path, decoder_path = pair_paths(out_dir, stem, quantize)

@@ -48,6 +48,24 @@ def tiny_sam_checkpoint(tmp_path_factory):
     return str(path)
 
 
+# Tiny SAM 2: the sam2 package's SAM 2.1 hiera_t (its smallest official model) with random weights.
+TINY_SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_checkpoint(tmp_path_factory):
+    """Path of a SAM 2.1 hiera_t built by the sam2 package from its config with random weights (torch seed 0),
+    saved as the official files are (``{"model": state_dict}``)."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    model = build_sam2(TINY_SAM2_CONFIG, ckpt_path=None, device="cpu", apply_postprocessing=False)
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_t.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def qgis_app():
     """A headless QgsApplication with Processing initialised and the plugin's provider registered."""

@@ -232,6 +232,9 @@ def test_onnx_pairs_are_checked(onnx_files):
 
 
 def test_load_sam_names_an_onnx_file_and_what_it_is(onnx_files):
-    with pytest.raises(InputError, match=r"holds a SAM 2 ONNX encoder model \(onnxruntime\): recognised, but not "
-                                         r"supported yet\. This version runs SAM, .*SAM ONNX.* model files"):
+    with pytest.raises(InputError, match=r"holds a SAM-HQ ONNX encoder model \(onnxruntime\): recognised, but not "
+                                         r"supported yet\. This version runs SAM, .*SAM 2 ONNX model files"):
+        load_sam(onnx_files["hq_encoder"])
+    with pytest.raises(InputError, match=r"holds a SAM 2 ONNX encoder model \(onnxruntime\), which this loader does "
+                                         r"not load; give it as the model file of the sam backend"):
         load_sam(onnx_files["sam2_encoder"])

@@ -7,6 +7,7 @@ encoding a 1024 x 1024 frame 4-5 CPU seconds (10-18 s on 2 cores shared with oth
 frames (two by the backend, two by the predictor) and builds the model five times: about 50 CPU seconds.
 """
 import gc
+import sys
 import weakref
 
 import numpy as np
@@ -28,7 +29,7 @@ from samrs.samrs_qgis.settings import SegmentOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # the predictor's
 
-CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+CONFIG = sys.modules["conftest"].TINY_SAM2_CONFIG  # the model of tiny_sam2_checkpoint
 WIDE = (600, 1024)  # a non-square frame: rows, cols
 # frame-space pixel-corner boxes, and the regions their logits are sampled over (a margin around each)
 BOXES = np.array([[200, 100, 400, 300], [10, 20, 80, 90], [500, 300, 900, 580], [700, 40, 1000, 200]], float)
@@ -52,11 +53,8 @@ def frame(shape):
 
 
 @pytest.fixture(scope="module")
-def sam2_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_t.pt"
-    torch.save({"model": build_sam2(ckpt_path=None).state_dict()}, path)
-    return str(path)
+def sam2_file(tiny_sam2_checkpoint):
+    return tiny_sam2_checkpoint
 
 
 @pytest.fixture(scope="module")
