@@ -252,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "official servers)")
 
     onx = commands.add_parser(
-        "export-onnx", help="export a SAM or MobileSAM checkpoint to an ONNX encoder and decoder (runs without torch)",
+        "export-onnx", help="export a SAM, MobileSAM or SAM 2 / 2.1 checkpoint to an ONNX encoder and decoder (runs "
+                            "without torch)",
         description="Write CHECKPOINT's image encoder and its prompt encoder + mask decoder as two .onnx files into "
                     "--out (named after the checkpoint, _encoder.onnx and _decoder.onnx). Give that folder as the "
                     "checkpoint of the SAM backend: ONNX Runtime runs it, without torch.")
-    onx.add_argument("checkpoint", help="SAM (.pth) or MobileSAM (.pt) checkpoint")
+    onx.add_argument("checkpoint", help="SAM (.pth), MobileSAM (.pt) or SAM 2 / 2.1 (.pt) checkpoint")
     onx.add_argument("--out", required=True, help="folder to write the pair into")
     onx.add_argument("--quantize", choices=("int8",), default=None,
                      help="int8: 8-bit weights in the image encoder (faster on a CPU, embedding within a few percent)")

@@ -212,6 +212,26 @@ def quantize_encoder(fp32_path: str, out_path: str) -> None:
         root.setLevel(level)
 
 
+def write_encoder(torch, module, example, path: str, inputs, outputs, quantize: Optional[str], metadata,
+                  say) -> None:
+    """An image encoder's graph at ``path``: ``module`` traced in fp32 on ``example`` with ``inputs`` and ``outputs``
+    named, metadata ``role`` encoder added to ``metadata``; with ``quantize`` quantized from a hidden fp32 file beside
+    it, which goes (also when quantizing fails). ``say`` tells of the quantizing."""
+    fp32 = path if not quantize else os.path.join(os.path.dirname(path), f".fp32_{os.path.basename(path)}")
+    try:
+        _save_graph(torch, module, example, fp32, inputs, outputs, None,
+                    dict(metadata, quantization="fp32", role="encoder"))
+        if quantize:
+            say("Quantizing the image encoder's weights to int8 ...")
+            quantize_encoder(fp32, path)
+            _add_metadata(path, dict(metadata, role="encoder"))
+    finally:
+        if quantize:
+            for leftover in (fp32, fp32 + ".data"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+
+
 def pair_paths(out_dir: str, stem: str, quantize: Optional[str]):
     suffix = f"_{quantize}" if quantize else ""
     return (os.path.join(out_dir, f"{stem}{suffix}_encoder.onnx"), os.path.join(out_dir, f"{stem}{suffix}_decoder.onnx"))
@@ -237,19 +257,8 @@ def export_onnx(checkpoint: str, out_dir: str, quantize: Optional[str] = None, p
     size = model.image_encoder.img_size
     with torch.no_grad():
         say(f"Exporting the image encoder of {found.describe()} ...")
-        encoder_fp32 = encoder_path if not quantize else os.path.join(out_dir, f".{stem}_fp32_encoder.onnx")
-        try:
-            _save_graph(torch, _encoder_module(torch, model), (torch.zeros(1, 3, size, size),), encoder_fp32,
-                        ["input_image"], ["image_embeddings"], None, dict(metadata, quantization="fp32", role="encoder"))
-            if quantize:
-                say("Quantizing the image encoder's weights to int8 ...")
-                quantize_encoder(encoder_fp32, encoder_path)
-                _add_metadata(encoder_path, dict(metadata, role="encoder"))
-        finally:
-            if quantize:
-                for leftover in (encoder_fp32, encoder_fp32 + ".data"):
-                    if os.path.exists(leftover):
-                        os.remove(leftover)
+        write_encoder(torch, _encoder_module(torch, model), (torch.zeros(1, 3, size, size),), encoder_path,
+                      ["input_image"], ["image_embeddings"], quantize, metadata, say)
         say("Exporting the prompt encoder and mask decoder ...")
         grid = model.prompt_encoder.image_embedding_size
         embed = model.prompt_encoder.embed_dim

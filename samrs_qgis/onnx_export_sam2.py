@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .onnx_export import ExportedPair, _add_metadata, _save_graph, pair_paths, quantize_encoder
+from .onnx_export import ExportedPair, _save_graph, pair_paths, write_encoder
 
 ENCODER_OUTPUTS = ("high_res_feats_0", "high_res_feats_1", "image_embed")  # samexporter's order
 DECODER_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
@@ -91,25 +91,6 @@ def _decoder_module(torch, model):
     return Decoder().eval()
 
 
-def _write_encoder(torch, module, example, path: str, inputs, outputs, quantize: Optional[str], metadata,
-                   say) -> None:
-    """An image encoder's graph at ``path``: ``module`` traced in fp32 on ``example`` with ``inputs`` and ``outputs``
-    named, then (``quantize``) quantized from a hidden fp32 file beside it, which goes."""
-    fp32 = path if not quantize else os.path.join(os.path.dirname(path), f".fp32_{os.path.basename(path)}")
-    try:
-        _save_graph(torch, module, example, fp32, inputs, outputs, None,
-                    dict(metadata, quantization="fp32", role="encoder"))
-        if quantize:
-            say("Quantizing the image encoder's weights to int8 ...")
-            quantize_encoder(fp32, path)
-            _add_metadata(path, dict(metadata, role="encoder"))
-    finally:
-        if quantize:
-            for leftover in (fp32, fp32 + ".data"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
-
-
 def export_sam2(torch, model, found, checkpoint: str, out_dir: str, quantize: Optional[str] = None,
                 progress=None) -> ExportedPair:
     """Write the encoder and decoder .onnx of the SAM 2 ``model`` loaded from ``checkpoint`` (``found``: its
@@ -126,8 +107,8 @@ def export_sam2(torch, model, found, checkpoint: str, out_dir: str, quantize: Op
     with torch.no_grad():
         say(f"Exporting the image encoder of {found.describe()} ...")
         image = torch.zeros(1, 3, model.image_size, model.image_size)
-        _write_encoder(torch, _encoder_module(torch, model), (image,), encoder_path, ["image"], ENCODER_OUTPUTS,
-                       quantize, metadata, say)
+        write_encoder(torch, _encoder_module(torch, model), (image,), encoder_path, ["image"], ENCODER_OUTPUTS,
+                      quantize, metadata, say)
         say("Exporting the prompt encoder and mask decoder ...")
         grid = prompts.image_embedding_size
         # an example window as the encoder gives it, and two prompts of a box each

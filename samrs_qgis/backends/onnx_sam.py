@@ -138,21 +138,37 @@ def read_metadata(session) -> Dict[str, str]:
     return {k[len(METADATA_PREFIX):]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
 
 
-class OnnxSamBackend(Backend):
-    """A SAM (or MobileSAM) ONNX encoder/decoder pair in ONNX Runtime; ``multimask=True`` keeps the best of three
-    candidates by predicted IoU, as :class:`.sam.SamBackend`."""
+def crop_logits(grid: np.ndarray, region: Optional[np.ndarray]) -> Tuple[np.ndarray, int, int]:
+    """A box's low-resolution logits over the input -> (their crop over ``region``, input pixels, in whole embedding
+    cells; the crop's first embedding cell row, column). The crop is a copy: the batch it came from can go."""
+    cells = (grid.shape[0] * LOGIT_CELL // EMBED_CELL, grid.shape[1] * LOGIT_CELL // EMBED_CELL)
+    r0, c0, r1, c1 = region_cells(region, cells)
+    per = EMBED_CELL // LOGIT_CELL
+    return np.array(grid[r0 * per:r1 * per, c0 * per:c1 * per], dtype=np.float32), r0, c0
+
+
+class OnnxPairBackend(Backend):
+    """What the backends of ONNX encoder/decoder pairs share: the pair found and its two ONNX Runtime sessions
+    (:func:`find_pair`, :func:`choose_provider`, :func:`new_session`), the model type and precision checked against
+    the pair, a batch of prompts per decoder run or one run per box, ONNX Runtime's out-of-memory errors, the
+    encoder's weights as identity and where it all runs in :meth:`describe`. A family's backend sets ``families``
+    and ``runs`` (the families it runs, as its errors name them) and gives the encoder's inputs and the decoder's
+    outputs their meaning."""
 
     name = "onnx"
     prompt_modes = PROMPT_MODES
+    families: Tuple[str, ...] = ()  # ModelFile.family of the encoders this backend runs
+    runs = ""  # the families it runs, in its errors: "SAM and MobileSAM"
 
     def __init__(self, checkpoint: str, device: str = "auto", multimask: bool = False, model_type: str = "auto",
                  precision: str = "auto"):
         ort = import_onnxruntime()
         self.checkpoint = checkpoint
         self.encoder_file, self.decoder_file = find_pair(checkpoint)
-        if self.encoder_file.family not in FAMILIES:
-            raise InputError(f"'{checkpoint}' is a {self.encoder_file.family_name} pair; this backend runs SAM and "
-                             "MobileSAM ONNX pairs.")
+        if self.encoder_file.family not in self.families:
+            raise InputError(f"'{checkpoint}' is a {self.encoder_file.family_name} pair; this backend runs "
+                             f"{self.runs} ONNX pairs.")
+        self._check_decoder()
         providers, self.device, note = choose_provider(ort, device)
         self.threads = cpu_threads()
         self._encoder = new_session(ort, self.encoder_file.path, providers, self.threads, arena=False)
@@ -164,21 +180,105 @@ class OnnxSamBackend(Backend):
         self.runtime = f"ONNX Runtime {ort.__version__}"
         self.multimask = multimask
         self.metadata = read_metadata(self._encoder)
-        size = self.metadata.get("size")
-        if model_type not in ("auto", None) and size and size != model_type:
-            raise InputError(f"Model type mismatch: '{checkpoint}' was exported from a {size} model, not "
+        exported = self._exported_type()
+        if model_type not in ("auto", None) and exported and exported != model_type:
+            raise InputError(f"Model type mismatch: '{checkpoint}' was exported from a {exported} model, not "
                              f"{model_type}. Choose model type 'auto'.")
         notes = [note] if note else []
         if precision not in ("auto", "fp32", None):
             notes.append(f"Precision {precision} does not apply to an ONNX model: it runs in the precision it was "
                          "exported in.")
         self.notes = tuple(notes)
+
+    @classmethod
+    def from_options(cls, options) -> "OnnxPairBackend":
+        return cls(options.checkpoint, options.device, options.multimask, options.model_type, options.precision)
+
+    def _check_decoder(self) -> None:
+        """Called before the sessions are made: an InputError for a decoder (``self.decoder_file``) this backend
+        cannot run."""
+
+    def _exported_type(self) -> Optional[str]:
+        """The model type the pair was exported from as its metadata says; None when it does not say."""
+        return self.metadata.get("size")
+
+    def _set_batching(self, decoder_inputs: Dict[str, tuple]) -> None:
+        """A decoder whose prompts have a batch dimension (``decoder_inputs``: input name -> shape) decodes a batch
+        of them per run; one without it, one box per run."""
+        self.batched = all(not isinstance(decoder_inputs[n][0], int) for n in ("point_coords", "mask_input"))
+        self.preferred_batch = (CUDA_BATCH if self.device != "cpu" else CPU_BATCH) if self.batched else 1
+
+    def _run_decoder(self, coords, labels, masks, has_mask):
+        """(predicted IoU (n, C), low-resolution logits (n, C, 256, 256)) of one decoder run."""
+        raise NotImplementedError
+
+    def _run_prompts(self, arrays, count: int):
+        """``_run_decoder`` over the ``count`` prompts of ``arrays`` (point_coords, point_labels, mask_input,
+        has_mask_input): in one run, or one run per box for a decoder without a batch dimension."""
+        if self.batched:
+            return self._run_decoder(*arrays)
+        runs = [self._run_decoder(arrays[0][i:i + 1], arrays[1][i:i + 1], arrays[2][i:i + 1], arrays[3])
+                for i in range(count)]
+        return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        text = str(error).lower()
+        return "out of memory" in text or "failed to allocate" in text
+
+    # -- identity ---------------------------------------------------------------------------------
+    def identity(self) -> str:
+        """What decides the embedding besides the frame: the encoder's weights and where they run."""
+        from .sam_checkpoint import checkpoint_fingerprint
+
+        parts = [checkpoint_fingerprint(self.encoder_file.path)]
+        data = self.encoder_file.path + ".data"
+        if os.path.isfile(data):
+            parts.append(checkpoint_fingerprint(data))
+        return f"onnx:{':'.join(parts)}:{'cuda' if self.device != 'cpu' else 'cpu'}"
+
+    def _model(self) -> str:
+        """The model's name in :meth:`describe`, before its size: "SAM", "MobileSAM", "SAM 2.1"."""
+        raise NotImplementedError
+
+    def _decoding(self) -> str:
+        return f"batches of {self.preferred_batch} boxes" if self.batched else "one box per decoder run"
+
+    def where_it_runs(self) -> str:
+        """The runtime, its execution provider and the device: "ONNX Runtime 1.20.1, CPUExecutionProvider on CPU
+        (its name), 8 threads"."""
+        where = (f"CPU ({self.device_name}), {self.threads} threads" if self.device == "cpu"
+                 else f"{self.device} (CUDA)")
+        return f"{self.runtime}, {self.provider} on {where}"
+
+    def describe(self) -> str:
+        meta = self.metadata
+        model = self._model()
+        if meta.get("size"):
+            model += f" {meta['size']}"
+        if meta.get("quantization") == "int8":
+            model += ", int8 encoder"
+        return (f"{model} ONNX (encoder {self.encoder_file.path}, decoder {self.decoder_file.path}) on "
+                f"{self.where_it_runs()}, {self._decoding()}")
+
+    def close(self) -> None:
+        self._encoder = self._decoder = None
+
+
+class OnnxSamBackend(OnnxPairBackend):
+    """A SAM (or MobileSAM) ONNX encoder/decoder pair in ONNX Runtime; ``multimask=True`` keeps the best of three
+    candidates by predicted IoU, as :class:`.sam.SamBackend`."""
+
+    families = FAMILIES
+    runs = "SAM and MobileSAM"
+
+    def __init__(self, checkpoint: str, device: str = "auto", multimask: bool = False, model_type: str = "auto",
+                 precision: str = "auto"):
+        super().__init__(checkpoint, device, multimask, model_type, precision)
         self.preprocessing_in_graph = bool(self.encoder_file.in_graph_preprocessing)
         shape = dict(self._shapes(self._encoder.get_inputs()))["input_image"]
         self.input_size = int(shape[-2] if not self.preprocessing_in_graph else 1024)
         decoder_inputs = dict(self._shapes(self._decoder.get_inputs()))
-        self.batched = all(not isinstance(decoder_inputs[n][0], int) for n in ("point_coords", "mask_input"))
-        self.preferred_batch = (CUDA_BATCH if self.device != "cpu" else CPU_BATCH) if self.batched else 1
+        self._set_batching(decoder_inputs)
         outputs = [o.name for o in self._decoder.get_outputs()]
         if "low_res_masks" not in outputs or "iou_predictions" not in outputs:
             raise InputError(f"ONNX decoder '{self.decoder_file.path}' has no low_res_masks or iou_predictions "
@@ -191,10 +291,6 @@ class OnnxSamBackend(Backend):
     @staticmethod
     def _shapes(values):
         return [(v.name, tuple(v.shape)) for v in values]
-
-    @classmethod
-    def from_options(cls, options) -> "OnnxSamBackend":
-        return cls(options.checkpoint, options.device, options.multimask, options.model_type, options.precision)
 
     # -- encoding ---------------------------------------------------------------------------------
     def _resized(self, frame: np.ndarray) -> np.ndarray:
@@ -271,14 +367,7 @@ class OnnxSamBackend(Backend):
             raise RuntimeError("decode before encode")
         prompts = prompts or Prompts(boxes=boxes)
         count = prompts.count or len(boxes)
-        arrays = self._prompt_arrays(prompts, count)
-        if self.batched:
-            iou, low = self._run_decoder(*arrays)
-        else:  # a decoder of batch 1: one run per box
-            runs = [self._run_decoder(arrays[0][i:i + 1], arrays[1][i:i + 1], arrays[2][i:i + 1], arrays[3])
-                    for i in range(count)]
-            iou = np.concatenate([r[0] for r in runs])
-            low = np.concatenate([r[1] for r in runs])
+        iou, low = self._run_prompts(self._prompt_arrays(prompts, count), count)
         if low.shape[1] == 1:  # the decoder chose its one mask itself
             choice = np.zeros(count, dtype=np.int64)
         elif self.multimask:
@@ -291,41 +380,13 @@ class OnnxSamBackend(Backend):
     def _box_logits(self, grid: np.ndarray, score: float, region: Optional[np.ndarray]) -> BoxLogits:
         """A box's low-resolution logits over its region (whole embedding cells), placed in frame space."""
         scale = self._scale
-        cells = (grid.shape[0] * LOGIT_CELL // EMBED_CELL, grid.shape[1] * LOGIT_CELL // EMBED_CELL)
-        r0, c0, r1, c1 = region_cells(None if region is None else np.asarray(region, dtype=np.float64) * scale, cells)
-        per = EMBED_CELL // LOGIT_CELL
-        crop = np.array(grid[r0 * per:r1 * per, c0 * per:c1 * per], dtype=np.float32)  # a copy: the batch can go
+        crop, r0, c0 = crop_logits(grid, None if region is None else np.asarray(region, dtype=np.float64) * scale)
         return BoxLogits(grid=crop, origin_x=c0 * EMBED_CELL / scale, origin_y=r0 * EMBED_CELL / scale,
                          cell=LOGIT_CELL / scale, score=score)
 
-    def is_out_of_memory(self, error: BaseException) -> bool:
-        text = str(error).lower()
-        return "out of memory" in text or "failed to allocate" in text
-
-    # -- identity ---------------------------------------------------------------------------------
-    def identity(self) -> str:
-        """What decides the embedding besides the frame: the encoder's weights and where they run."""
-        from .sam_checkpoint import checkpoint_fingerprint
-
-        parts = [checkpoint_fingerprint(self.encoder_file.path)]
-        data = self.encoder_file.path + ".data"
-        if os.path.isfile(data):
-            parts.append(checkpoint_fingerprint(data))
-        return f"onnx:{':'.join(parts)}:{'cuda' if self.device != 'cpu' else 'cpu'}"
-
-    def describe(self) -> str:
-        meta = self.metadata
-        model = "SAM" if meta.get("family") != "mobile_sam" else "MobileSAM"
-        if meta.get("size"):
-            model += f" {meta['size']}"
-        if meta.get("quantization") == "int8":
-            model += ", int8 encoder"
-        decoding = f"batches of {self.preferred_batch} boxes" if self.batched else "one box per decoder run"
-        where = (f"CPU ({self.device_name}), {self.threads} threads" if self.device == "cpu"
-                 else f"{self.device} (CUDA)")
-        return (f"{model} ONNX (encoder {self.encoder_file.path}, decoder {self.decoder_file.path}) on "
-                f"{self.runtime}, {self.provider} on {where}, {decoding}")
+    def _model(self) -> str:
+        return "SAM" if self.metadata.get("family") != "mobile_sam" else "MobileSAM"
 
     def close(self) -> None:
-        self._encoder = self._decoder = None
+        super().close()
         self._features = None

@@ -30,36 +30,43 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..prompts import PROMPT_MODES, Prompts
-from .base import Backend, BoxLogits
-from .devices import cpu_name
+from ..prompts import Prompts
+from .base import BoxLogits
 from .model_files import ModelFile, model_type_name
-from .onnx_sam import (CPU_BATCH, CUDA_BATCH, OnnxSamBackend, choose_provider, cpu_threads, find_pair,
-                       import_onnxruntime, new_session, read_metadata)
+from .onnx_sam import OnnxPairBackend, crop_logits
 from .sam2_backend import WINDOW_TENSORS
-from .sam2_frames import Decoded, StretchedFrame, input_image
-from .sam_decoder import EMBED_CELL, LOGIT_CELL, region_cells
+from .sam2_frames import StretchedFrame, input_image
+from .sam_decoder import LOGIT_CELL
 
 FAMILY = "onnx_sam2"
 ALL_MASKS = ("low_res_iou_predictions", "low_res_masks")  # this plugin's decoder: (B, 4), (B, 4, 256, 256)
 CANDIDATES = ("iou_predictions", "masks")  # samexporter's: the three multimask candidates, (B, 3), (B, 3, 256, 256)
 
 
-class OnnxSam2Backend(Backend):
+class OnnxSam2Backend(OnnxPairBackend):
     """A SAM 2 / 2.1 ONNX encoder/decoder pair in ONNX Runtime; ``multimask=True`` keeps the best of three
     candidates by predicted IoU, as :class:`.sam2_backend.Sam2Backend`."""
 
-    name = "onnx"
-    prompt_modes = PROMPT_MODES
+    families = (FAMILY,)
+    runs = "SAM 2"
 
     def __init__(self, checkpoint: str, device: str = "auto", multimask: bool = False, model_type: str = "auto",
                  precision: str = "auto"):
-        ort = import_onnxruntime()
-        self.checkpoint = checkpoint
-        self.encoder_file, self.decoder_file = find_pair(checkpoint)
-        if self.encoder_file.family != FAMILY:
-            raise InputError(f"'{checkpoint}' is a {self.encoder_file.family_name} pair; this backend runs SAM 2 "
-                             "ONNX pairs.")
+        super().__init__(checkpoint, device, multimask, model_type, precision)
+        if not self.single_mask and not multimask:
+            self.notes += (f"ONNX decoder '{self.decoder_file.path}' gives SAM 2's three multimask candidates only: "
+                           "the best of them by predicted IoU is kept. For SAM 2's single-mask output export the "
+                           "pair with `python -m samrs_qgis export-onnx`.",)
+        image = dict(self.encoder_file.inputs)["image"]
+        self.input_size = image[-1] if isinstance(image[-1], int) else 1024  # the square input's side
+        decoder_inputs = dict(self.decoder_file.inputs)
+        self._set_batching(decoder_inputs)
+        grid = decoder_inputs["mask_input"][-1]
+        self._mask_grid = grid if isinstance(grid, int) else self.input_size // LOGIT_CELL
+        self.window: Optional[Dict[str, np.ndarray]] = None  # the encoded window: WINDOW_TENSORS
+        self.frame: Optional[StretchedFrame] = None  # the frame it was encoded from, stretched to the input
+
+    def _check_decoder(self) -> None:
         outputs = {name for name, _ in self.decoder_file.outputs}
         self.single_mask = set(ALL_MASKS) <= outputs  # SAM 2's single-mask output is there
         if not self.single_mask and not set(CANDIDATES) <= outputs:
@@ -67,45 +74,8 @@ class OnnxSam2Backend(Backend):
                              f"low_res_iou_predictions nor masks with iou_predictions (it has "
                              f"{', '.join(sorted(outputs))}); export it again with `python -m samrs_qgis export-onnx`.")
         self._outputs = list(ALL_MASKS if self.single_mask else CANDIDATES)
-        providers, self.device, note = choose_provider(ort, device)
-        self.threads = cpu_threads()
-        self._encoder = new_session(ort, self.encoder_file.path, providers, self.threads, arena=False)
-        self._decoder = new_session(ort, self.decoder_file.path, providers, self.threads)
-        self.provider = self._encoder.get_providers()[0]
-        if self.provider != "CUDAExecutionProvider":
-            self.device = "cpu"
-        self.device_name = cpu_name() if self.device == "cpu" else self.device
-        self.runtime = f"ONNX Runtime {ort.__version__}"
-        self.multimask = multimask
-        self.metadata = read_metadata(self._encoder)
-        exported = self._model_type()
-        if model_type not in ("auto", None) and exported and model_type != exported:
-            raise InputError(f"Model type mismatch: '{checkpoint}' was exported from a {exported} model, not "
-                             f"{model_type}. Choose model type 'auto'.")
-        notes = [note] if note else []
-        if precision not in ("auto", "fp32", None):
-            notes.append(f"Precision {precision} does not apply to an ONNX model: it runs in the precision it was "
-                         "exported in.")
-        if not self.single_mask and not multimask:
-            notes.append(f"ONNX decoder '{self.decoder_file.path}' gives SAM 2's three multimask candidates only: "
-                         "the best of them by predicted IoU is kept. For SAM 2's single-mask output export the pair "
-                         "with `python -m samrs_qgis export-onnx`.")
-        self.notes = tuple(notes)
-        image = dict(self.encoder_file.inputs)["image"]
-        self.input_size = image[-1] if isinstance(image[-1], int) else 1024  # the square input's side
-        decoder_inputs = dict(self.decoder_file.inputs)
-        self.batched = all(not isinstance(decoder_inputs[n][0], int) for n in ("point_coords", "mask_input"))
-        self.preferred_batch = (CUDA_BATCH if self.device != "cpu" else CPU_BATCH) if self.batched else 1
-        grid = decoder_inputs["mask_input"][-1]
-        self._mask_grid = grid if isinstance(grid, int) else self.input_size // LOGIT_CELL
-        self.window: Optional[Dict[str, np.ndarray]] = None  # the encoded window: WINDOW_TENSORS
-        self.frame: Optional[StretchedFrame] = None  # the frame it was encoded from, stretched to the input
 
-    @classmethod
-    def from_options(cls, options) -> "OnnxSam2Backend":
-        return cls(options.checkpoint, options.device, options.multimask, options.model_type, options.precision)
-
-    def _model_type(self) -> Optional[str]:
+    def _exported_type(self) -> Optional[str]:
         """The model type the pair was exported from (e.g. ``sam2.1_hiera_t``) as its metadata says; None without."""
         meta = self.metadata
         if not meta.get("size") or not meta.get("version"):
@@ -173,48 +143,21 @@ class OnnxSam2Backend(Backend):
         count = prompts.count or len(boxes)
         spans = self.frame.pixel_spans(regions, count)
         where = self.frame.input_regions(regions, spans)
-        arrays = self._prompt_arrays(prompts, count)
-        if self.batched:
-            iou, low = self._run_decoder(*arrays)
-        else:  # a decoder of batch 1: one run per box
-            runs = [self._run_decoder(arrays[0][i:i + 1], arrays[1][i:i + 1], arrays[2][i:i + 1], arrays[3])
-                    for i in range(count)]
-            iou = np.concatenate([r[0] for r in runs])
-            low = np.concatenate([r[1] for r in runs])
+        iou, low = self._run_prompts(self._prompt_arrays(prompts, count), count)
         choice = self._choice(iou)
-        decoded = [self._crop(low[i, choice[i]], float(iou[i, choice[i]]), None if where is None else where[i])
+        # per box its logits' crop over its region (input pixels; whole embedding cells, as the torch backend
+        # decodes them), the crop's first embedding cell and its score
+        decoded = [(*crop_logits(low[i, choice[i]], None if where is None else where[i]), float(iou[i, choice[i]]))
                    for i in range(count)]
         return self.frame.place(decoded, spans)
 
-    @staticmethod
-    def _crop(grid: np.ndarray, score: float, region: Optional[np.ndarray]) -> Decoded:
-        """A box's logits over the input (256, 256) -> its crop over ``region`` (input pixels; whole embedding
-        cells, as the torch backend decodes them), with the crop's first embedding cell."""
-        cells = (grid.shape[0] * LOGIT_CELL // EMBED_CELL, grid.shape[1] * LOGIT_CELL // EMBED_CELL)
-        r0, c0, r1, c1 = region_cells(region, cells)
-        per = EMBED_CELL // LOGIT_CELL
-        crop = np.array(grid[r0 * per:r1 * per, c0 * per:c1 * per], dtype=np.float32)  # a copy: the batch can go
-        return crop, r0, c0, score
+    def _model(self) -> str:
+        return f"SAM {self.metadata['version']}" if self.metadata.get("version") else "SAM 2"
 
-    # the same as SAM's pairs: ONNX Runtime's errors, and the encoder's weights with where they run
-    is_out_of_memory = OnnxSamBackend.is_out_of_memory
-    identity = OnnxSamBackend.identity
-
-    def describe(self) -> str:
-        meta = self.metadata
-        model = f"SAM {meta['version']}" if meta.get("version") else "SAM 2"
-        if meta.get("size"):
-            model += f" {meta['size']}"
-        if meta.get("quantization") == "int8":
-            model += ", int8 encoder"
-        decoding = f"batches of {self.preferred_batch} boxes" if self.batched else "one box per decoder run"
-        if not self.single_mask:
-            decoding += ", the best of three candidate masks"
-        where = (f"CPU ({self.device_name}), {self.threads} threads" if self.device == "cpu"
-                 else f"{self.device} (CUDA)")
-        return (f"{model} ONNX (encoder {self.encoder_file.path}, decoder {self.decoder_file.path}) on "
-                f"{self.runtime}, {self.provider} on {where}, {decoding}")
+    def _decoding(self) -> str:
+        decoding = super()._decoding()
+        return decoding if self.single_mask else decoding + ", the best of three candidate masks"
 
     def close(self) -> None:
-        self._encoder = self._decoder = None
+        super().close()
         self.window = None
