@@ -2,9 +2,9 @@
 # Installs everything the plugin, its tests and the demo need on Debian 12, idempotently.
 #   apt: QGIS 3.22 with PyQGIS and the geospatial stack that links QGIS's own GDAL/PROJ;
 #   venv: made from /usr/bin/python3 (the interpreter QGIS embeds) with --system-site-packages,
-#         holding torch, the SAM families' packages (segment-anything, segment-anything-hq, sam2),
+#         holding torch, the SAM families' packages (segment-anything, segment-anything-hq, sam2, sam3),
 #         ONNX Runtime and onnx, OpenCV and the test tools, under a constraints file that keeps the
-#         system numpy; sam2 (a source distribution) is built in a step of its own.
+#         system numpy; sam2 (a source distribution) is built and sam3 installed in steps of their own.
 # A second run only checks and returns.
 #
 # One line per step on the terminal; the full output of every step (apt, pip, the import check) goes to
@@ -80,23 +80,29 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "sam2: building from source against the venv's torch, CUDA extension off" \
     env SAM2_BUILD_CUDA=0 SAM2_BUILD_ALLOW_ERRORS=0 "$venv/bin/pip" install --disable-pip-version-check \
     --progress-bar off --no-build-isolation --no-deps -c "$root/requirements/constraints.txt" sam2
+  # sam3 without its declared dependencies: numpy>=1.26 would replace QGIS's numpy (its imports are in venv.txt;
+  # the version is pinned in constraints.txt)
+  step "sam3: installing without its declared dependencies" \
+    "$venv/bin/pip" install --disable-pip-version-check --progress-bar off --no-deps \
+    -c "$root/requirements/constraints.txt" sam3
   echo "$want" > "$stamp"
 else
   echo "setup: Python packages ... ok (requirements unchanged)"
 fi
 
 # -- check: everything imports from the venv -------------------------------------------------------
-name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV, SAM-HQ, SAM 2, ONNX Runtime)"
+name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV, SAM-HQ, SAM 2, SAM 3, ONNX Runtime)"
 printf 'setup: %s ... ' "$name"
 printf '\n## %s\n' "$name" >> "$log"
 status=0
 versions=$("$venv/bin/python" - 2>> "$log" <<'PY'
 import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2, pycocotools.mask, matplotlib
-import segment_anything_hq, sam2.build_sam, onnxruntime, onnx
+import segment_anything_hq, sam2.build_sam, sam3.model_builder, onnxruntime, onnx
 from importlib.metadata import version
 print(f"QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
       f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}, segment-anything-hq "
-      f"{version('segment-anything-hq')}, sam2 {version('sam2')}, onnxruntime {onnxruntime.__version__}, "
+      f"{version('segment-anything-hq')}, sam2 {version('sam2')}, sam3 {version('sam3')}, "
+      f"onnxruntime {onnxruntime.__version__}, "
       f"onnx {onnx.__version__}")
 PY
 ) || status=$?

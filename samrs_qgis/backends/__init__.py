@@ -26,6 +26,7 @@ FAMILY_CLASSES: Dict[str, Tuple[str, str]] = {
     "mobile_sam": (".sam", "SamBackend"),
     "sam_hq": (".sam_hq", "SamHqBackend"),
     "sam2": (".sam2_backend", "Sam2Backend"),
+    "sam3": (".sam3_backend", "Sam3Backend"),
     "onnx_sam2": (".onnx_sam2", "OnnxSam2Backend"),
 }
 

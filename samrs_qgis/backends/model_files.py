@@ -11,6 +11,10 @@ A PyTorch checkpoint is told by its tensor names and shapes (read memory-mapped,
   width and block count, 2.1 from the parameters only 2.1 has (``no_obj_embed_spatial``,
   ``obj_ptr_tpos_proj``); the official hydra config that builds it.
 - ``mobile_sam``: MobileSAM: a TinyViT image encoder (``image_encoder.layers.N``) with SAM's decoder.
+- ``sam3``: SAM 3 (sam3): the detector's ViT trunk and its SAM 2-style neck
+  (``detector.backbone.vision_backbone.trunk`` / ``.sam2_convs``) with the tracker's SAM 2 prompt encoder and mask
+  decoder (``tracker.sam_mask_decoder``), what its interactive (box-prompt) image model runs; the trunk's
+  configuration (:class:`Sam3TrunkConfig`) from its shapes.
 
 An ONNX file is told by its graph's input and output names (weights are not loaded), as samexporter and
 AnyLabeling publish them: a SAM encoder (``input_image`` -> ``image_embeddings``; SAM and MobileSAM
@@ -20,6 +24,7 @@ alike), a SAM decoder (``image_embeddings``, ``point_coords``, ... ``orig_im_siz
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import zipfile
@@ -47,6 +52,8 @@ FAMILIES: Dict[str, Family] = {
                    "(and SAM 2.0's sam2_hiera_*.pt) from facebookresearch/sam2"),
     "mobile_sam": Family("MobileSAM", "segment-anything-hq (its TinyViT)",
                          "mobile_sam.pt from ChaoningZhang/MobileSAM"),
+    "sam3": Family("SAM 3", "sam3",
+                   "sam3.pt from facebook/sam3 on Hugging Face (gated: request access there, then download it)"),
     "onnx_sam": Family("SAM ONNX", "onnxruntime",
                        "an encoder and a decoder .onnx of SAM or MobileSAM as samexporter exports them "
                        "(AnyLabeling publishes such pairs)"),
@@ -150,6 +157,48 @@ def sam2_config_name(version: str, size: str) -> str:
     return f"configs/sam2.1/sam2.1_{size}.yaml" if version == "2.1" else f"configs/sam2/sam2_{size}.yaml"
 
 
+# -- SAM 3 ViT trunk -------------------------------------------------------------------------------
+SAM3_VISION = "detector.backbone.vision_backbone."  # the detector's image encoder (the tracker's too): trunk, necks
+SAM3_TRUNK = f"{SAM3_VISION}trunk."  # the ViT
+SAM3_NECK = f"{SAM3_VISION}sam2_convs."  # its SAM 2-style neck, the interactive model's
+SAM3_TRACKER = "tracker."  # the tracker: SAM 2's prompt encoder and mask decoder (and video-only memory parts)
+
+
+@dataclass(frozen=True)
+class Sam3TrunkConfig:
+    """What SAM 3's ViT trunk (``sam3.model.vitdet.ViT``) takes that differs between sizes; the rest is fixed."""
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    global_blocks: Tuple[int, ...]  # blocks attending over the whole 72 x 72 grid; the others over windows
+    window_size: int  # in patches
+
+    @property
+    def size(self) -> str:
+        """``sam3`` for the published model's trunk, else a description."""
+        if self == SAM3_OFFICIAL_TRUNK:
+            return "sam3"
+        return f"custom(dim={self.embed_dim},depth={self.depth})"
+
+
+# sam3.model_builder._create_vit_backbone: 1024 wide, 32 blocks of 16 heads, MLP 4.625 x, global every 8th block
+SAM3_OFFICIAL_TRUNK = Sam3TrunkConfig(1024, 32, 16, 4.625, (7, 15, 23, 31), 24)
+
+
+def sam3_trunk_config_from_state(state: Mapping[str, Any]) -> Sam3TrunkConfig:
+    """The trunk's configuration from its tensors: width from the patch embedding, blocks counted, head size from
+    the rotary tables (``attn.freqs_cis``: one row per position it attends over, head size / 2 columns), a block
+    global when its table covers more positions than a window's."""
+    embed_dim = state[f"{SAM3_TRUNK}patch_embed.proj.weight"].shape[0]
+    depth = len({m.group(1) for k in state if (m := re.match(re.escape(SAM3_TRUNK) + r"blocks\.(\d+)\.", k))})
+    tables = [state[f"{SAM3_TRUNK}blocks.{i}.attn.freqs_cis"].shape for i in range(depth)]
+    window = min(rows for rows, _ in tables)
+    hidden = state[f"{SAM3_TRUNK}blocks.0.mlp.fc1.weight"].shape[0]
+    return Sam3TrunkConfig(embed_dim, depth, embed_dim // (2 * tables[0][1]), hidden / embed_dim,
+                           tuple(i for i, (rows, _) in enumerate(tables) if rows > window), math.isqrt(window))
+
+
 HQ_DECODER_PARTS = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature")
 
 # -- ONNX graphs ------------------------------------------------------------------------------------
@@ -171,6 +220,7 @@ class ModelFile:
     encoder: Optional[EncoderConfig] = None  # the ViT image encoder (sam, sam_hq)
     tiny_vit: Optional[TinyVitConfig] = None  # the TinyViT image encoder (mobile_sam, sam_hq light)
     sam2_config: Optional[str] = None  # the sam2 package's config that builds it (None for a custom size)
+    sam3_trunk: Optional[Sam3TrunkConfig] = None  # SAM 3's ViT trunk (sam3)
     hq_parts: Tuple[str, ...] = ()  # HQ-SAM decoder parts present (mask_decoder.<part>)
     inputs: Tuple[Tuple[str, Tuple[Any, ...]], ...] = field(default=())  # ONNX: (name, shape), shape's
     outputs: Tuple[Tuple[str, Tuple[Any, ...]], ...] = field(default=())  # unknown dims as names or None
@@ -192,6 +242,8 @@ class ModelFile:
         ``SAM 2 ONNX decoder``."""
         if self.family == "sam2":
             return f"SAM {self.version} {self.size}"
+        if self.family == "sam3" and self.size == "sam3":
+            return self.family_name
         if self.role != "model":
             return f"{self.family_name} {self.role}"
         return f"{self.family_name} {self.size}"
@@ -201,13 +253,13 @@ class ModelFile:
 # new ones are appended (the toolbox's enum numbers of earlier ones stay).
 MODEL_TYPE_CHOICES = ("auto", "vit_h", "vit_l", "vit_b", "mobile_sam", "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h",
                       "sam_hq_tiny_vit", "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
-                      "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l")
+                      "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l", "sam3")
 
 
 def model_type_name(model: "ModelFile") -> str:
     """The model type a file holds, as the model-type setting and download-checkpoints name it: SAM ``vit_b``,
     MobileSAM ``mobile_sam``, SAM-HQ ``sam_hq_vit_b`` / ``sam_hq_tiny_vit``, SAM 2.1 ``sam2.1_hiera_t``, SAM 2
-    ``sam2_hiera_t``; ONNX halves by their family (no size is told from an ONNX file)."""
+    ``sam2_hiera_t``, SAM 3 ``sam3``; ONNX halves by their family (no size is told from an ONNX file)."""
     if model.family == "sam":
         return model.size
     if model.family == "mobile_sam":
@@ -216,6 +268,8 @@ def model_type_name(model: "ModelFile") -> str:
         return f"sam_hq_{model.size}"
     if model.family == "sam2":
         return f"sam{'2' if model.version == '2.0' else model.version}_{model.size}"
+    if model.family == "sam3":
+        return "sam3" if model.size == "sam3" else f"sam3_{model.size}"
     return model.family
 
 
@@ -292,6 +346,8 @@ def identify_state(state: Any, path: str = "<state dict>") -> ModelFile:
     try:
         if "image_encoder.trunk.patch_embed.proj.weight" in state:
             return _sam2(state, path)
+        if f"{SAM3_TRUNK}patch_embed.proj.weight" in state:
+            return _sam3(state, path)
         hq_parts = tuple(p for p in HQ_DECODER_PARTS if any(k.startswith(f"mask_decoder.{p}.") for k in state))
         if "image_encoder.layers.0.blocks.0.conv3.c.weight" in state and "mask_decoder.iou_token.weight" in state:
             tiny = tiny_vit_config_from_state(state)
@@ -315,6 +371,14 @@ def _sam2(state: Mapping[str, Any], path: str) -> ModelFile:
     size = SAM2_SIZES.get((dim, blocks))
     config = sam2_config_name(version, size) if size else None
     return ModelFile(path, "sam2", size or f"custom(dim={dim},blocks={blocks})", version=version, sam2_config=config)
+
+
+def _sam3(state: Mapping[str, Any], path: str) -> ModelFile:
+    for needed in (f"{SAM3_NECK}0.conv_1x1.weight", f"{SAM3_TRACKER}sam_mask_decoder.iou_token.weight"):
+        if needed not in state:  # the interactive model's neck and decoder: without them only the detector
+            raise KeyError(needed)
+    trunk = sam3_trunk_config_from_state(state)
+    return ModelFile(path, "sam3", trunk.size, sam3_trunk=trunk)
 
 
 def _not_a_model(path: str, reason: str) -> InputError:
