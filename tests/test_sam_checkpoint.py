@@ -126,3 +126,26 @@ def test_compiled_decoder_gives_the_same_masks_as_the_eager_one(tiny_sam_checkpo
     for x, y in zip(a, b):
         assert ((x.grid > 0) == (y.grid > 0)).mean() > 0.999
         assert y.score == pytest.approx(x.score, abs=1e-3)
+
+
+def test_a_model_is_built_without_random_init_and_loads_every_weight(tiny_sam_checkpoint):
+    """The build skips torch.nn.init's fills (every weight is loaded after); the model equals the file, its
+    unsaved buffers (pixel mean and std) are as built, and init works again afterwards and in other threads."""
+    import threading
+
+    from samrs.samrs_qgis.backends.sam_checkpoint import load_sam, skipping_random_init
+
+    model, _ = load_sam(tiny_sam_checkpoint)
+    state = torch.load(tiny_sam_checkpoint, map_location="cpu", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert model.pixel_mean.flatten().tolist() == pytest.approx([123.675, 116.28, 103.53])
+    assert model.pixel_std.flatten().tolist() == pytest.approx([58.395, 57.12, 57.375])
+    seen = {}
+    with skipping_random_init(torch):
+        skipped = torch.nn.init.constant_(torch.zeros(3), 7.0)
+        other = threading.Thread(target=lambda: seen.setdefault("other", torch.nn.init.constant_(torch.zeros(3), 7.0)))
+        other.start()
+        other.join()
+    assert skipped.tolist() == [0.0, 0.0, 0.0]  # skipped in the building thread
+    assert seen["other"].tolist() == [7.0, 7.0, 7.0]  # not in another thread
+    assert torch.nn.init.constant_(torch.zeros(3), 7.0).tolist() == [7.0, 7.0, 7.0]  # and back afterwards

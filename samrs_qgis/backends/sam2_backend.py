@@ -32,7 +32,7 @@ from .devices import (backend_notes, choose_device, device_label, device_type, f
                       is_out_of_memory, precision_context, resolve_precision, to_device)
 from .model_files import identify_state, is_onnx_file, read_state, unsupported_message
 from .sam import CPU_BATCH, CUDA_BATCH
-from .sam_checkpoint import checkpoint_fingerprint
+from .sam_checkpoint import checkpoint_fingerprint, skipping_random_init
 from .sam2_frames import PIXEL_MEAN, PIXEL_STD, StretchedFrame
 from .sam_decoder import WindowMaskDecoder, gather_crops
 
@@ -100,7 +100,8 @@ def load_sam2(path: str, model_type: str = "auto"):
     if found.sam2_config is None:
         raise InputError(f"'{path}' holds a SAM {found.version} model of a size the sam2 package has no config for "
                          f"({found.size}); its official sizes are hiera_t, hiera_s, hiera_b+ and hiera_l.")
-    model = _build(found.sam2_config, build_sam2)
+    with skipping_random_init(torch):  # every weight comes from the file: strictly loaded below
+        model = _build(found.sam2_config, build_sam2)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

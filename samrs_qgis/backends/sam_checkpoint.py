@@ -15,7 +15,9 @@ own package, load the weights strictly.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 from ..errors import BackendUnavailableError, InputError
 from .model_files import (FAMILIES, INSTALL_HINT, EncoderConfig, encoder_config_from_state, identify_onnx,
@@ -50,6 +52,42 @@ def checkpoint_fingerprint(path: str, chunk: int = 1 << 20) -> str:
         f.seek(max(size - chunk, 0))
         digest.update(f.read(chunk))
     return digest.hexdigest()[:16]
+
+
+_INIT_LOCK = threading.Lock()
+_SKIPPING = threading.local()  # .active: this thread builds a model whose weights all come from a file
+
+
+@contextlib.contextmanager
+def skipping_random_init(torch):
+    """Build a model whose every weight is then loaded strictly: ``torch.nn.init``'s random fills do nothing in
+    this thread meanwhile (other threads keep them). Random initialisation is most of a build, measured here:
+    vit_b 2.0 -> 0.1 s, vit_h 18.3 -> 0.7 s. Buffers that no file holds (e.g. pixel mean and std) are made
+    by the modules' own code, not by these functions, so they stay as built."""
+    init = torch.nn.init
+    with _INIT_LOCK:
+        if not getattr(init, "_samrs_skippable", False):
+            for name in [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]:
+                setattr(init, name, _skippable(getattr(init, name)))
+            init._samrs_skippable = True
+    previous = getattr(_SKIPPING, "active", False)
+    _SKIPPING.active = True
+    try:
+        yield
+    finally:
+        _SKIPPING.active = previous
+
+
+def _skippable(fill):
+    """``fill`` (an in-place ``torch.nn.init`` function), returning its tensor untouched while this thread is in
+    :func:`skipping_random_init`."""
+    import functools
+
+    @functools.wraps(fill)
+    def maybe_fill(tensor, *args, **kwargs):
+        return tensor if getattr(_SKIPPING, "active", False) else fill(tensor, *args, **kwargs)
+
+    return maybe_fill
 
 
 def _check_file(checkpoint: str) -> None:
@@ -114,7 +152,8 @@ def _load(checkpoint: str, model_type: str, families, refuse):
         choice = f"'{detected}' or 'auto'" if detected in known else "'auto'"
         raise InputError(f"Model type mismatch: '{checkpoint}' holds a {found.describe()} model, not {model_type}. "
                          f"Choose model type {choice}.")
-    model = BUILDERS[found.family](found, state)
+    with skipping_random_init(torch):  # every weight comes from the file: strictly loaded below
+        model = BUILDERS[found.family](found, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
