@@ -38,7 +38,7 @@ from .model_files import (SAM3_NECK, SAM3_TRACKER, SAM3_TRUNK, SAM3_VISION, Sam3
 from .sam import CPU_BATCH, CUDA_BATCH
 from .sam2_backend import WINDOW_TENSORS, Sam2Backend, Sam2WindowDecoder
 from .sam2_frames import StretchedFrame
-from .sam_checkpoint import checkpoint_fingerprint
+from .sam_checkpoint import checkpoint_fingerprint, skipping_random_init
 from .sam_decoder import EMBED_CELL
 
 PIXEL_MEAN = (0.5, 0.5, 0.5)  # Sam3Processor's normalisation of [0, 1] pixel values
@@ -126,7 +126,8 @@ def load_sam3(path: str, model_type: str = "auto"):
     if found.family != "sam3":
         raise InputError(f"'{path}' holds a {found.describe()} model, not a SAM 3 one.")
     check_model_type(found, model_type)
-    encoder, tracker = build_encoder(found.sam3_trunk, builder), build_tracker(torch, builder)
+    with skipping_random_init(torch):  # every weight comes from the file: strictly loaded below
+        encoder, tracker = build_encoder(found.sam3_trunk, builder), build_tracker(torch, builder)
     parts = ((encoder, SAM3_VISION, (SAM3_TRUNK, SAM3_NECK)), (tracker, SAM3_TRACKER, None))
     for module, prefix, kept in parts:  # as sam3.model_builder._load_checkpoint names them, but strictly
         wanted = {k[len(prefix):]: v for k, v in state.items()
