@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -78,7 +77,11 @@ def _engine():
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS in MiB: VmHWM (ru_maxrss carries the parent's peak at fork over an exec)."""
+    sys.path.insert(0, str(HERE))
+    import bench
+
+    return bench.vm_hwm_mb()
 
 
 def probe(args: dict) -> dict:
