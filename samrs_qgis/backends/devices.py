@@ -268,18 +268,30 @@ def precision_context(torch, device: str, precision: str):
 # 2.2 % on average. All Linear layers in int8 (attention's qkv and projection too) were no faster (CPU seconds, best
 # of 3: fp32 24.1, MLPs 18.1, all 18.5) and further off (4.2 % at most, 3.0 % on average).
 INT8_LAYERS = ("lin1", "lin2", "fc1", "fc2")
+# The MLPs of a ViT's first blocks stay fp32: their rounding errors grow through every later block. vit_b's
+# embedding error against fp32 with all MLPs in int8 / the first two blocks' in fp32 (random weights): as an AVX2
+# CPU 3.7 % / 2.4 % at most, 2.2 % / 1.8 % on average; natively (AVX-512) 3.0 % / 2.6 % and 2.2 % / 1.9 %. Only the
+# first block in fp32: 3.0 % / 2.9 % at most.
+FP32_BLOCKS = 2
+
+
+def _in_first_blocks(name: str) -> bool:
+    """True for a module of blocks 0 .. FP32_BLOCKS - 1 of a ViT (segment-anything's names: ``blocks.N.``)."""
+    parts = name.split(".")
+    return len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() and int(parts[1]) < FP32_BLOCKS
 
 
 def int8_encoder(torch, encoder, layers=INT8_LAYERS):
     """``encoder`` (changed in place) with its MLP Linear layers (names ending in one of ``layers``) computing in
-    int8: weights quantized once (per output channel), activations per call (torch's dynamic quantization).
-    Attention, convolutions and norms stay fp32."""
+    int8, but for a ViT's first :data:`FP32_BLOCKS` blocks: weights quantized once (per output channel), activations
+    per call (torch's dynamic quantization). Attention, convolutions and norms stay fp32."""
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     spec = {name: per_channel_dynamic_qconfig for name, module in encoder.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in layers}
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in layers
+            and not _in_first_blocks(name)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks its eager-mode quantization as deprecated; it is still there
         return quantize_dynamic(encoder, spec, dtype=torch.qint8, inplace=True)
