@@ -193,10 +193,10 @@ def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Opt
             return "fp32", None
         if cpu_supports_bf16():
             return "bf16", "Precision auto: bf16 (this CPU has bf16 instructions)."
-        # Not int8, though ~1.5x faster than fp32 on such a CPU (vit_b, measured as an AVX2 CPU): its embedding is
-        # up to 3.7 % off fp32's (2.2 % on average; vit_b with random weights), more than the 3 % an automatic
-        # choice may cost, and its masks agree with fp32's at 0.995 there (0.99 asked), untested with trained
-        # weights. It stays a choice of the user's.
+        # Not int8, though ~1.4x faster than fp32 on such a CPU (vit_b, measured as an AVX2 CPU) with its
+        # embedding within 2.4 % of fp32's: that was measured with random weights only, and trained ViTs carry
+        # outlier activations that per-call int8 quantization rounds worse. Until measured with trained weights it
+        # stays a choice of the user's.
         return "fp32", ("Precision auto: fp32 (this CPU has no bf16 instructions). Precision int8 encodes faster, "
                         "with slightly different masks.")
     if precision == "int8" and kind != "cpu":
