@@ -265,7 +265,8 @@ def precision_context(torch, device: str, precision: str):
 # The Linear layers int8 computes: the MLPs of segment-anything's ViT blocks (lin1, lin2) and of TinyViT's (fc1,
 # fc2), two thirds of a ViT's linear work. Measured (vit_b, random weights, one 1024² window, bench figure 7g, fp32
 # with the lean attention): every MLP in int8 1.43x faster than fp32 as an AVX2 CPU (9.7 -> 6.8 s), 1.49x natively;
-# with the first two blocks' in fp32 (below) 1.18x and 1.48x in a noisier run. All Linear layers in int8
+# with the first two blocks' in fp32 (below) 1.07-1.18x and 1.38-1.48x in two later runs (FBGEMM's int8 on AVX2,
+# without VNNI, gains little over MKL's fp32). All Linear layers in int8
 # (attention's qkv and projection too) were no faster (CPU seconds, best of 3: fp32 24.1, MLPs 18.1, all 18.5) and
 # further off (4.2 % at most, 3.0 % on average).
 INT8_LAYERS = ("lin1", "lin2", "fc1", "fc2")
