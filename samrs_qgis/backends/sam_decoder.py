@@ -81,6 +81,18 @@ def _with_image(rows, image, image_pe=None):
     return product if image_pe is None else product + times(image_pe)
 
 
+def _fold_into_tokens(per_head_tokens, projection):
+    """A projection of the image side folded into the tokens': ``per_head_tokens`` (B, t, heads, d) against
+    ``projection`` (a Linear from c to heads d) -> (rows (B, heads t, c), bias (B, heads t, 1)), so that
+    rows . x + bias = token_h . (W_h x + b_h) for an image position x (c,)."""
+    torch = _torch()
+    batch, tokens, heads, per_head = per_head_tokens.shape
+    weight = projection.weight.view(heads, per_head, -1)
+    rows = torch.einsum("bthd,hdc->bhtc", per_head_tokens, weight).reshape(batch, heads * tokens, -1)
+    bias = torch.einsum("bthd,hd->bht", per_head_tokens, projection.bias.view(heads, per_head))
+    return rows, bias.reshape(batch, heads * tokens, 1)
+
+
 def tokens_to_image(attention, queries, keys, key_pe):
     """segment-anything's ``Attention`` with a few tokens attending to the image, reassociated:
     ``attention(q=queries, k=keys + key_pe, v=keys)``.
@@ -95,10 +107,8 @@ def tokens_to_image(attention, queries, keys, key_pe):
     heads = attention.num_heads
     q = attention.q_proj(queries)
     per_head = q.shape[-1] // heads
-    q = q.view(batch, tokens, heads, per_head)
-    folded = torch.einsum("bthd,hdc->bhtc", q, attention.k_proj.weight.view(heads, per_head, c))
-    bias = torch.einsum("bthd,hd->bht", q, attention.k_proj.bias.view(heads, per_head)).reshape(batch, -1, 1)
-    scores = _with_image(folded.reshape(batch, heads * tokens, c), keys, key_pe) + bias  # (B, heads t, n)
+    folded, bias = _fold_into_tokens(q.view(batch, tokens, heads, per_head), attention.k_proj)
+    scores = _with_image(folded, keys, key_pe) + bias  # (B, heads t, n)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
     mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
     out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
@@ -124,15 +134,13 @@ def image_to_tokens_residual(attention, keys, key_pe, queries, values, projected
     k = attention.k_proj(queries)
     per_head = k.shape[-1] // heads
     k = k.view(batch, tokens, heads, per_head)
-    if projected is not None:  # projected . k_h over each head's channels
-        folded = torch.einsum("bthd->bhtd", k)
+    if projected is not None:  # projected . k_h over each head's channels: k as block-diagonal rows
         eye = torch.eye(heads, dtype=k.dtype, device=k.device)
-        folded = torch.einsum("bhtd,hg->bhtgd", folded, eye).reshape(batch, heads * tokens, heads * per_head)
+        folded = torch.einsum("bthd,hg->bhtgd", k, eye).reshape(batch, heads * tokens, heads * per_head)
         scores = _with_image(folded, projected)
     else:
-        folded = torch.einsum("bthd,hdc->bhtc", k, attention.q_proj.weight.view(heads, per_head, c))
-        bias = torch.einsum("bthd,hd->bht", k, attention.q_proj.bias.view(heads, per_head)).reshape(batch, -1, 1)
-        scores = _with_image(folded.reshape(batch, heads * tokens, c), keys, key_pe) + bias
+        folded, bias = _fold_into_tokens(k, attention.q_proj)
+        scores = _with_image(folded, keys, key_pe) + bias
     n = scores.shape[-1]
     weights = torch.softmax(scores.view(batch, heads, tokens, n) / math.sqrt(per_head), dim=2)
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
