@@ -215,16 +215,32 @@ def test_pair_errors_name_what_is_missing(pairs, tmp_path):
 
 # -- whole runs without torch ---------------------------------------------------------------------
 
-def test_segment_boxes_runs_where_torch_cannot_be_imported(pairs, tmp_path):
-    raster = tools_data.scene_raster(tmp_path / "scene.tif")
-    boxes = tools_data.scene_boxes(tmp_path / "boxes.gpkg")
-    out = tmp_path / "out"
+def run_without_torch(body: str) -> dict:
+    """Run ``body`` in a fresh Python whose ``import torch`` fails, the engine importable and ``read_box_file``,
+    ``OutputPaths``, ``segment_boxes``, ``SegmentOptions`` and ``json`` imported; ``torch_modules()`` there lists
+    the torch modules loaded. ``body`` prints a JSON line last: returned, read."""
     script = BLOCK_TORCH + textwrap.dedent(f"""
         import json
         sys.path.insert(0, {str(PLUGINS_DIR)!r})
         from samrs.samrs_qgis.boxes import read_box_file
         from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
         from samrs.samrs_qgis.settings import SegmentOptions
+
+        def torch_modules():
+            return sorted(m for m in sys.modules
+                          if m.split(".")[0] in ("torch", "torchvision") and sys.modules[m] is not None)
+    """) + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_segment_boxes_runs_where_torch_cannot_be_imported(pairs, tmp_path):
+    raster = tools_data.scene_raster(tmp_path / "scene.tif")
+    boxes = tools_data.scene_boxes(tmp_path / "boxes.gpkg")
+    out = tmp_path / "out"
+    report = run_without_torch(f"""
         outputs = OutputPaths(instances={str(out / 'instances.tif')!r}, polygons={str(out / 'masks.gpkg')!r})
         summary = segment_boxes({str(raster)!r}, read_box_file({str(boxes)!r}), outputs,
                                 SegmentOptions(backend="sam", checkpoint={str(pairs['fp32'])!r}, device="cpu",
@@ -235,13 +251,8 @@ def test_segment_boxes_runs_where_torch_cannot_be_imported(pairs, tmp_path):
         except ImportError:
             torch_loaded = False
         print(json.dumps(dict(backend=summary.backend, counts=summary.status_counts, torch=torch_loaded,
-                              modules=sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")
-                                             and sys.modules[m] is not None))))
+                              modules=torch_modules())))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=tempfile.gettempdir())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not report["torch"] and not report["modules"]
     assert "ONNX Runtime" in report["backend"]
     counts = report["counts"]

@@ -9,7 +9,6 @@ prompt modes: fp32, the embedding within 1.2e-6 of torch's (largest error over t
 5e-7, masks' IoU >= 0.9996; the int8 encoder, the embedding within 3 %, logits within 0.012, masks' IoU >= 0.97
 (0.99 on average). The thresholds below leave room for other CPUs' kernels.
 """
-import json
 import os
 import pickle
 import subprocess
@@ -24,7 +23,7 @@ import rasterio
 
 import tools_data
 from support import iou, read_features
-from test_onnx_backend import BLOCK_TORCH, PLUGINS_DIR, onnx_files
+from test_onnx_backend import BLOCK_TORCH, PLUGINS_DIR, onnx_files, run_without_torch
 
 from samrs.samrs_qgis.backends import family_class, identify_model
 from samrs.samrs_qgis.backends.base import BoxLogits
@@ -283,25 +282,14 @@ def test_segment_boxes_runs_a_sam2_pair_where_torch_cannot_be_imported(pairs, tm
     raster = tools_data.scene_raster(tmp_path / "scene.tif")
     boxes = tools_data.scene_boxes(tmp_path / "boxes.gpkg")
     out = tmp_path / "out"
-    script = BLOCK_TORCH + textwrap.dedent(f"""
-        import json
-        sys.path.insert(0, {str(PLUGINS_DIR)!r})
-        from samrs.samrs_qgis.boxes import read_box_file
-        from samrs.samrs_qgis.pipeline import OutputPaths, segment_boxes
-        from samrs.samrs_qgis.settings import SegmentOptions
+    report = run_without_torch(f"""
         options = SegmentOptions(backend="sam", checkpoint={onnx_files(pairs['fp32'])[1]!r}, device="cpu",
                                  class_field="label", cache_dir={str(tmp_path / 'cache')!r})
         runs = [segment_boxes({str(raster)!r}, read_box_file({str(boxes)!r}),
                               OutputPaths(polygons={str(out)!r} + f"/masks{{i}}.gpkg"), options) for i in range(2)]
         print(json.dumps(dict(backend=runs[0].backend, counts=[r.status_counts for r in runs],
-                              cached=[r.timings.get("cached_windows") for r in runs],
-                              modules=sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")
-                                             and sys.modules[m] is not None))))
+                              cached=[r.timings.get("cached_windows") for r in runs], modules=torch_modules())))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=tempfile.gettempdir())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not report["modules"]
     assert report["backend"].startswith("SAM 2.1 hiera_t ONNX") and "ONNX Runtime" in report["backend"]
     first, second = report["counts"]
