@@ -207,6 +207,30 @@ def test_segmentboxes_sam_with_the_tiny_checkpoint(installed, scene, tiny_sam_ch
     assert torch_files and all(p.startswith(f"{VENV}/") for p in torch_files)  # torch through SAMRS_VENV
 
 
+@pytest.fixture(scope="module")
+def sam2_models(installed, tiny_sam2_checkpoint):
+    """The tiny SAM 2.1 as its .pt file and as an ONNX pair exported from it (the encoder file: the toolbox's
+    model-file parameter takes files, the decoder is found beside it)."""
+    from samrs.samrs_qgis.onnx_export import export_onnx
+
+    pair = export_onnx(tiny_sam2_checkpoint, str(installed.tmp / "sam2_pair"))
+    return {"pt": tiny_sam2_checkpoint, "onnx": pair.encoder}
+
+
+@pytest.mark.parametrize("kind, module", [("pt", "samrs_qgis/backends/sam2_backend.py"),
+                                          ("onnx", "samrs_qgis/backends/onnx_sam2.py")])
+def test_segmentboxes_sam2_file_and_onnx_pair(installed, scene, sam2_models, kind, module):
+    out = installed.tmp / f"sam2_{kind}"
+    out.mkdir()
+    results, _ = run_installed(
+        installed, f"sam2_{kind}", "samrs:segmentboxes", f"INPUT={scene['raster']}", f"BOXES={scene['boxes']}",
+        "CLASS_FIELD=label", f"BACKEND={SAM}", f"CHECKPOINT={sam2_models[kind]}", "DEVICE=1",
+        f"OUTPUT_POLYGONS={out / 'masks.gpkg'}", modules=["processing/segment_boxes.py", module])
+    assert results["BACKEND_USED"].startswith("SAM 2.1 hiera_t")
+    assert int(results["OK_COUNT"]) + int(results["EMPTY_COUNT"]) == int(results["BOX_COUNT"]) == len(td.DISCS)
+    assert len(read_features(out / "masks.gpkg", layer="masks")) == len(td.DISCS)
+
+
 def test_importannotations(installed, scene, dota):
     out = installed.tmp / "imported.gpkg"
     results, _ = run_installed(installed, "import", "samrs:importannotations", f"FOLDER={dota}",
