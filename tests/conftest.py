@@ -5,7 +5,9 @@ The repository root is never put on ``sys.path``: its ``processing/`` folder wou
 ``processing`` package. The plugin is reached through a folder holding a ``samrs`` link to the checkout,
 exactly as QGIS finds it through ``QGIS_PLUGINPATH``.
 """
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,8 @@ os.environ["QGIS_PLUGINPATH"] = str(PLUGINS_DIR)
 QGIS_CONFIG = Path(tempfile.mkdtemp(prefix="samrs-test-qgis-config-"))
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="samrs-test-cache-")  # embedding cache stays out of ~
 os.environ["QGIS_CUSTOM_CONFIG_PATH"] = str(QGIS_CONFIG)
+for _scratch in (PLUGINS_DIR, QGIS_CONFIG, Path(os.environ["XDG_CACHE_HOME"])):  # a run leaves nothing behind
+    atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
 sys.path.insert(0, str(PLUGINS_DIR))
