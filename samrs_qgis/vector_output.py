@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -51,6 +51,7 @@ def vector_driver(path: str) -> str:
 # Shapefile (DBF) field names hold at most 10 characters: the result fields that are longer get these.
 SHAPEFILE_RESULT_NAMES = {"instance_id": "inst_id"}
 SHAPEFILE_NAME_LENGTH = 10
+WRITE_CHUNK = 256  # features per write call (one GeoPackage transaction each)
 
 
 def result_field_names(driver: str) -> Dict[str, str]:
@@ -129,7 +130,8 @@ class PolygonWriter:
     Features go to a scratch GeoPackage as they are made (windows do not follow the input order), under
     positional field names (a source field such as ``fid`` would otherwise become the GeoPackage's
     feature id); ``close`` copies them into ``path`` by input index, fetching each by its feature id.
-    Memory: one integer per feature, never the layer.
+    Memory: one integer per feature and at most :data:`WRITE_CHUNK` features, never the layer. Features are
+    written in chunks: fiona commits a GeoPackage transaction per ``write`` call.
     """
 
     def __init__(self, path: str, scratch_path: str, source_fields: Dict[str, str], crs_wkt: str,
@@ -150,6 +152,7 @@ class PolygonWriter:
         self._scratch = _open_layer(scratch_path, "GPKG", scratch_schema, crs_wkt, "scratch", None)
         self.areas = AreaCalculator(crs_wkt)
         self._fids: Dict[int, int] = {}  # input index -> scratch feature id
+        self._pending: List[Dict[str, Any]] = []  # scratch features not yet written
 
     def write(self, index: int, attributes: Dict[str, Any], result: Dict[str, Any],
               geometry: Optional[BaseGeometry]) -> None:
@@ -157,24 +160,39 @@ class PolygonWriter:
         properties = {self._renamed[k]: _plain(v) for k, v in attributes.items() if k in self._renamed}
         result = dict(result, area_m2=self.areas.area_m2(geometry))
         properties.update({self._result_names[k]: v for k, v in result.items()})
-        self._scratch.write({"geometry": mapping(geometry) if geometry is not None else None,
-                             "properties": {f"p{i}": properties.get(n) for i, n in enumerate(self._names)}})
+        self._pending.append({"geometry": mapping(geometry) if geometry is not None else None,
+                              "properties": {f"p{i}": properties.get(n) for i, n in enumerate(self._names)}})
         self._fids[index] = len(self._fids) + 1  # a new GeoPackage table numbers features 1, 2, … as written
+        if len(self._pending) >= WRITE_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._scratch.writerecords(self._pending)
+        self._pending = []
 
     def close(self) -> None:
         """Write the layer in input order (once every feature was written)."""
         import fiona
 
+        if self._pending:
+            self._flush()
         self._scratch.close()
         with fiona.open(self._scratch_path) as scratch, \
                 _open_layer(self._path, vector_driver(self._path), self.schema, self._crs_wkt, self._layer_name,
                             self._tags) as out:
+            chunk = []
             for index in sorted(self._fids):
                 feature = scratch[self._fids[index]]
                 props = feature["properties"]
-                out.write({"geometry": feature["geometry"],
-                           "properties": {n: props[f"p{i}"] for i, n in enumerate(self._names)}})
+                chunk.append({"geometry": feature["geometry"],
+                              "properties": {n: props[f"p{i}"] for i, n in enumerate(self._names)}})
+                if len(chunk) >= WRITE_CHUNK:
+                    out.writerecords(chunk)
+                    chunk = []
+            if chunk:
+                out.writerecords(chunk)
 
     def abandon(self) -> None:
         """Close the scratch layer without writing the output (a failed or cancelled run)."""
+        self._pending = []
         self._scratch.close()
