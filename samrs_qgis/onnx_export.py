@@ -168,6 +168,21 @@ def _decoder_module(torch, model):
     return Decoder(model, return_single_mask=False).eval()
 
 
+def _unshare_weights(model) -> None:
+    """Give each weight reached through an ``Identity`` of another (the exporter's way of storing equal tensors
+    once) its own copy, in place. ONNX Runtime's quantizer takes only stored tensors as weights (a TinyViT block
+    whose batch-norm scale starts at zero has the same folded weights as its neighbour)."""
+    import onnx
+
+    stored = {tensor.name: tensor for tensor in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in stored]:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(stored[node.input[0]])
+        copy.name = node.output[0]
+        model.graph.initializer.append(copy)
+        model.graph.node.remove(node)
+
+
 def _save_graph(torch, module, args, path: str, input_names, output_names, dynamic_axes, metadata) -> None:
     """Trace ``module`` to ONNX at ``path`` (TorchScript exporter, opset 17), metadata added; weights beyond
     EXTERNAL_DATA_BYTES go to one ``<name>.data`` file beside it."""
@@ -180,6 +195,7 @@ def _save_graph(torch, module, args, path: str, input_names, output_names, dynam
             torch.onnx.export(module, args, traced, input_names=list(input_names), output_names=list(output_names),
                               dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
         model = onnx.load(traced)  # with any external data the exporter wrote
+        _unshare_weights(model)
         for key, value in metadata.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = METADATA_PREFIX + key, str(value)

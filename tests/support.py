@@ -138,3 +138,18 @@ def review_first_two_masks(layer, classes=("storage-tank", "swimming-pool")) -> 
                 props.update(review="relabelled", class_orig=props["class_name"], class_name=new_class)
             dst.write({"geometry": f["geometry"], "properties": props})
     return masks, new_class
+
+
+def on_common_cells(a, b):
+    """The two logit grids over the frame cells both cover (both have 4-pixel cells on the same lattice)."""
+    assert a.cell == b.cell == 4
+
+    def at(logits, r0, c0, r1, c1):
+        dr, dc = int(logits.origin_y // 4), int(logits.origin_x // 4)
+        return logits.grid[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
+
+    r0, c0 = int(max(a.origin_y, b.origin_y) // 4), int(max(a.origin_x, b.origin_x) // 4)
+    r1 = int(min(a.origin_y // 4 + a.grid.shape[0], b.origin_y // 4 + b.grid.shape[0]))
+    c1 = int(min(a.origin_x // 4 + a.grid.shape[1], b.origin_x // 4 + b.grid.shape[1]))
+    assert r1 - r0 >= 8 and c1 - c0 >= 8
+    return at(a, r0, c0, r1, c1), at(b, r0, c0, r1, c1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tools_data
-from support import read_features
+from support import on_common_cells, read_features
 
 from samrs.samrs_qgis.backends import family_class, identify_model
 from samrs.samrs_qgis.backends.model_files import check_onnx_pair, identify
@@ -79,21 +79,6 @@ def prompts_of(mode, boxes):
     rings = [np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]) for b in boxes]
     return Prompts(boxes=boxes if mode in ("box", "box+point") else None,
                    points=centres if "point" in mode else None, polygons=rings if mode == "rbox-mask" else None)
-
-
-def on_common_cells(a, b):
-    """The two logit grids over the frame cells both cover (both have 4-pixel cells on the same lattice)."""
-    assert a.cell == b.cell == 4
-
-    def at(logits, r0, c0, r1, c1):
-        dr, dc = int(logits.origin_y // 4), int(logits.origin_x // 4)
-        return logits.grid[r0 - dr:r1 - dr, c0 - dc:c1 - dc]
-
-    r0, c0 = int(max(a.origin_y, b.origin_y) // 4), int(max(a.origin_x, b.origin_x) // 4)
-    r1 = int(min(a.origin_y // 4 + a.grid.shape[0], b.origin_y // 4 + b.grid.shape[0]))
-    c1 = int(min(a.origin_x // 4 + a.grid.shape[1], b.origin_x // 4 + b.grid.shape[1]))
-    assert r1 - r0 >= 8 and c1 - c0 >= 8
-    return at(a, r0, c0, r1, c1), at(b, r0, c0, r1, c1)
 
 
 def compare(torch_backend, onnx_backend, boxes, regions, prompts):

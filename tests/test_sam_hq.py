@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from support import on_common_cells
 
 from samrs.samrs_qgis.backends import FAMILY_CLASSES, family_class, lean_attention
 from samrs.samrs_qgis.backends.model_files import identify
@@ -243,3 +244,37 @@ def test_a_run_with_an_hq_file_picks_its_class_and_reuses_its_cached_embedding(c
     with np.load(next((tmp_path / "cache").glob("*.npz"))) as stored:
         assert set(stored.files) == {"image_embeddings", "interm_embeddings"}
     assert np.array_equal(masks[0], masks[1]) and masks[0].any()
+
+
+def test_mobile_sam_exports_to_an_onnx_pair_fp32_and_int8(tmp_path):
+    """MobileSAM through ONNX Runtime: a TinyViT whose first stage has two blocks (their folded weights start
+    equal, which the exporter stores once) exports as an fp32 and an int8 pair that give the torch backend's
+    embedding and masks."""
+    from samrs.samrs_qgis.backends.onnx_sam import OnnxSamBackend
+    from samrs.samrs_qgis.cli import main
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
+
+    torch.manual_seed(0)
+    encoder = hq_modeling.TinyViT(img_size=1024, in_chans=3, num_classes=1000,
+                                  **dict(SMALL_TINY_VIT, depths=[2, 1, 1, 1]))
+    model = Sam(image_encoder=encoder, prompt_encoder=PromptEncoder(**PROMPT),
+                mask_decoder=MaskDecoder(transformer=two_way(), **DECODER)).eval()
+    path = tmp_path / "mobile_sam.pt"
+    torch.save(model.state_dict(), path)
+    reference = SamBackend(str(path), device="cpu", precision="fp32")
+    reference.encode(FRAME)
+    expected_embedding = reference.embedding["image_embeddings"]
+    regions = regions_for(BOXES)
+    expected = reference.decode(BOXES, regions)
+    for quantize, tolerance, least_agreement in ((None, 1e-4, 0.99), ("int8", 0.1, 0.95)):
+        folder = tmp_path / (quantize or "fp32")
+        assert main(["export-onnx", str(path), "--out", str(folder)] + (["--quantize", quantize] if quantize else [])) == 0
+        backend = OnnxSamBackend(str(folder), device="cpu")
+        assert "mobile_sam" in backend.describe().lower().replace("mobilesam", "mobile_sam")
+        backend.encode(FRAME)
+        embedding = backend.embedding["image_embeddings"]
+        assert np.abs(embedding - expected_embedding).max() <= tolerance * np.abs(expected_embedding).max()
+        common = [on_common_cells(a, b) for a, b in zip(expected, backend.decode(BOXES, regions))]
+        agreements = [((a > 0) == (b > 0)).mean() for a, b in common]
+        assert len(agreements) == len(BOXES) and min(agreements) >= least_agreement, (quantize, agreements)
+        backend.close()
