@@ -3,7 +3,8 @@
 Each file is named as the model-type setting names what it holds (:func:`.backends.model_files.model_type_name`):
 SAM ``vit_b``, SAM-HQ ``sam_hq_vit_b`` / ``sam_hq_tiny_vit``, MobileSAM ``mobile_sam``, SAM 2.1 ``sam2.1_hiera_t``.
 
-A download is written as ``<file>.partial`` and kept only once verified, by one of:
+A download is written as ``<file>.partial`` (an interrupted one is resumed from there) and kept only once
+verified, by one of:
 
 - ``md5`` / ``sha256``: the file's checksum as published (SAM's file names carry the first hex digits of their
   MD5; Hugging Face shows the SHA-256 of each file it stores with Git LFS);
@@ -162,13 +163,19 @@ def check_file(path: str, spec: OfficialCheckpoint) -> Optional[str]:
 
 def download_checkpoint(model_type: str, folder: str,
                         report: Optional[Callable[[int, int], None]] = None,
-                        base_url: Optional[str] = None) -> str:
+                        base_url: Optional[str] = None,
+                        cancelled: Optional[Callable[[], bool]] = None) -> str:
     """Download one official checkpoint into ``folder`` (skipped when a verified copy is there).
 
-    The file is written under a temporary name and kept only once verified (:func:`check_file`): a file that
-    fails leaves nothing behind. ``base_url`` (else ``SAMRS_CHECKPOINT_MIRROR``) replaces the official server.
-    Returns its path. ``report(bytes_done, bytes_total)`` is called as the download goes.
+    The file is written as ``<file>.partial`` and kept only once verified (:func:`check_file`): a file that fails
+    verification leaves nothing behind. An interrupted download keeps its ``.partial``, and the next call resumes
+    it where it stopped (an HTTP range request; a server that ignores ranges sends the whole file again).
+    ``base_url`` (else ``SAMRS_CHECKPOINT_MIRROR``) replaces the official server. Returns the file's path.
+    ``report(bytes_done, bytes_total)`` is called as the download goes; ``cancelled()`` True stops it (the
+    partial file kept) with :class:`.errors.Cancelled`.
     """
+    from .errors import Cancelled
+
     spec = find_checkpoint(model_type)
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, spec.file_name)
@@ -176,20 +183,37 @@ def download_checkpoint(model_type: str, folder: str,
         return target
     url = checkpoint_url(spec, base_url)
     partial = target + ".partial"
+    have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    if spec.size_bytes is not None and have > spec.size_bytes:
+        os.remove(partial)  # longer than the file can be: not a part of it
+        have = 0
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while block := response.read(1 << 20):
-                out.write(block)
-                done += len(block)
-                if report:
-                    report(done, total)
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            resumed = have > 0 and getattr(response, "status", None) == 206
+            done = have if resumed else 0
+            length = int(response.headers.get("Content-Length") or 0)
+            total = length + done if length else 0  # what the server said it sends, 0: not said
+            with open(partial, "ab" if resumed else "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    done += len(block)
+                    if report:
+                        report(done, total)
+                    if cancelled and cancelled():
+                        raise Cancelled(f"The download of {spec.file_name} was stopped; downloading it again "
+                                        "resumes where it stopped.")
     except (OSError, ValueError) as exc:  # ValueError: a malformed mirror URL
-        if os.path.exists(partial):
+        if os.path.exists(partial) and os.path.getsize(partial) == 0:
             os.remove(partial)
+        kept = (f" The {os.path.getsize(partial)} bytes received are kept in '{partial}': downloading again "
+                "resumes from there." if os.path.exists(partial) else "")
         raise InputError(f"Downloading {url} failed ({exc}). Check the internet connection (or the mirror in "
-                         f"{MIRROR_ENV}), or download the file by hand into '{folder}'.") from exc
+                         f"{MIRROR_ENV}), or download the file by hand into '{folder}'.{kept}") from exc
+    expected = total
+    if expected and os.path.getsize(partial) < expected:  # the connection ended before the server's length
+        raise InputError(f"The download of {spec.file_name} from {url} ended early ({os.path.getsize(partial)} of "
+                         f"{expected} bytes). Download it again: it resumes from '{partial}'.")
     try:
         problem = check_file(partial, spec)
     except BaseException:
@@ -198,7 +222,7 @@ def download_checkpoint(model_type: str, folder: str,
     if problem is not None:
         os.remove(partial)
         raise InputError(f"The download of {spec.file_name} from {url} is corrupt or not the official file "
-                         f"({problem}). Try again.")
+                         f"({problem}); it was deleted. Try again.")
     os.replace(partial, target)
     return target
 

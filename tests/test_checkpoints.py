@@ -32,14 +32,42 @@ def mirror(tmp_path, monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SAMRS_CHECKPOINT_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
+    _QuietHandler.cut_after, _QuietHandler.ranges = None, []
     yield served
     server.shutdown()
     server.server_close()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; honours ``Range: bytes=N-`` (206) and, while ``cut_after`` is set, closes the connection
+    after that many bytes of a file (a download interrupted midway); ``ranges`` records the ranges asked for."""
+
+    cut_after = None
+    ranges = []
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        path = self.translate_path(self.path)
+        asked = self.headers.get("Range")
+        type(self).ranges.append(asked)
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            self.send_error(404)
+            return
+        start = int(asked.split("=")[1].rstrip("-")) if asked else 0
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        body = data[start:]
+        if type(self).cut_after is not None:
+            body = body[:type(self).cut_after]
+            self.close_connection = True
+        self.wfile.write(body)
 
 
 def test_every_official_checkpoint_has_an_https_url_a_model_type_name_and_a_verification():
@@ -109,6 +137,54 @@ def test_a_wrong_file_for_an_entry_with_a_checksum_is_refused_and_removed(mirror
         download_checkpoint("vit_l", str(tmp_path / "ckpt"))  # not on the mirror
     with pytest.raises(InputError, match="Unknown model type"):
         download_checkpoint("vit_x", str(tmp_path / "ckpt"))
+
+
+def test_an_interrupted_download_is_resumed_where_it_stopped(mirror, tmp_path, monkeypatch):
+    payload = bytes(range(256)) * 4000  # 1 MB
+    (mirror / "sam_test.pth").write_bytes(payload)
+    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
+                              sha256=hashlib.sha256(payload).hexdigest(), source="test")
+    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    folder = tmp_path / "ckpt"
+    _QuietHandler.cut_after = 300_000  # the connection drops after 300 kB
+    with pytest.raises(InputError, match=r"ended early \(300000 of 1024000 bytes\).*resumes from"):
+        download_checkpoint("vit_b", str(folder))
+    partial = folder / "sam_test.pth.partial"
+    assert partial.read_bytes() == payload[:300_000] and not (folder / "sam_test.pth").exists()
+    _QuietHandler.cut_after = None
+    path = download_checkpoint("vit_b", str(folder))
+    assert _QuietHandler.ranges[-1] == "bytes=300000-"  # only the rest was asked for
+    assert open(path, "rb").read() == payload and not partial.exists()
+
+
+def test_a_resumed_download_whose_bytes_are_wrong_is_refused_and_removed(mirror, tmp_path, monkeypatch):
+    payload = b"checkpoint bytes" * 10000
+    (mirror / "sam_test.pth").write_bytes(payload)
+    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
+                              md5=hashlib.md5(payload).hexdigest(), source="test")
+    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "sam_test.pth.partial").write_bytes(b"X" * 5000)  # a part that is not the start of this file
+    with pytest.raises(InputError, match="corrupt or not the official file .*MD5"):
+        download_checkpoint("vit_b", str(folder))
+    assert _QuietHandler.ranges[-1] == "bytes=5000-" and list(folder.iterdir()) == []
+    assert open(download_checkpoint("vit_b", str(folder)), "rb").read() == payload  # then from the start
+
+
+def test_a_stopped_download_keeps_its_part(mirror, tmp_path, monkeypatch):
+    from samrs.samrs_qgis.errors import Cancelled
+
+    payload = b"w" * (3 << 20)
+    (mirror / "sam_test.pth").write_bytes(payload)
+    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
+                              md5=hashlib.md5(payload).hexdigest(), source="test")
+    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    seen = []
+    with pytest.raises(Cancelled, match="resumes"):
+        download_checkpoint("vit_b", str(tmp_path), report=lambda done, total: seen.append((done, total)),
+                            cancelled=lambda: len(seen) >= 1)
+    assert seen == [(1 << 20, len(payload))] and (tmp_path / "sam_test.pth.partial").stat().st_size == 1 << 20
 
 
 def _mobile_sam_state():
