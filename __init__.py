@@ -1,28 +1,19 @@
 """QGIS plugin entry point.
 
 Nothing heavy is imported here: torch and segment-anything load only when an algorithm runs, so the
-plugin loads even where they are missing. A virtual environment made by ``make setup`` inside the
-plugin folder (``.venv``), or the one named by ``SAMRS_VENV``, is put on ``sys.path`` ahead of the
-system's dist-packages, so torch finds the versions of its own dependencies it was installed with
-(Debian's older sympy breaks it). The venv holds no numpy or GDAL (setup keeps the system's), so QGIS
-still uses its own.
+plugin loads even where they are missing. The environments that hold them are put on ``sys.path`` ahead of
+the system's packages (see :func:`samrs_qgis.environment.locations.add_environments_to_path`): the one named
+by ``SAMRS_VENV``, the environment the plugin manages (installed from *Plugins › SAMRS › Set up models and
+dependencies…* or ``samrs:installdependencies``), and a ``.venv`` made by ``make setup`` inside the plugin
+folder. They hold no numpy or GDAL, so QGIS still uses its own.
 """
 import os
-import sys
-
-
-def _add_plugin_venv():
-    here = os.path.dirname(os.path.realpath(__file__))
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for venv in (os.environ.get("SAMRS_VENV"), os.path.join(here, ".venv")):
-        site = os.path.join(venv, "lib", version, "site-packages") if venv else None
-        if site and os.path.isdir(site) and site not in sys.path:
-            system = [i for i, p in enumerate(sys.path) if p.rstrip("/").endswith("dist-packages")]
-            sys.path.insert(system[0] if system else len(sys.path), site)
 
 
 def classFactory(iface):  # noqa: N802 (QGIS's name)
-    _add_plugin_venv()
+    from .samrs_qgis.environment.locations import add_environments_to_path
+
+    add_environments_to_path(os.path.dirname(os.path.realpath(__file__)))
     from .processing.plugin import SamrsPlugin
 
     return SamrsPlugin(iface)

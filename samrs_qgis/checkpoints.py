@@ -227,6 +227,15 @@ def download_checkpoint(model_type: str, folder: str,
     return target
 
 
+def describe_official(spec: OfficialCheckpoint) -> str:
+    """``SAM 2.1 hiera_t (sam2.1_hiera_tiny.pt, 156 MB)``: a choice in a list."""
+    from .backends.model_files import FAMILIES
+
+    family = "SAM 2.1" if spec.family == "sam2" else FAMILIES[spec.family].name
+    size = f"{spec.size_mb} MB" if spec.size_bytes else f"~{spec.size_mb} MB"
+    return f"{family} {spec.size} ({spec.file_name}, {size})"
+
+
 def checkpoint_table() -> str:
     """The official checkpoints as a text table: name, family, size, verification, source."""
     from .backends.model_files import FAMILIES

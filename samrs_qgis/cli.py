@@ -5,8 +5,9 @@ Commands: ``segment`` (boxes over a raster -> masks; ``--preview`` draws PNG pre
 ``import-annotations`` (DOTA/VOC/FAIR1M/HRSC2016/CSV -> a box layer), ``report`` (dataset statistics as HTML
 and CSV), ``evaluate`` (masks against reference masks), ``compare`` (several produced mask sets against one
 reference, one table), ``ablation`` / ``ablation-dataset`` (segment with several prompt modes, evaluate each,
-one table), ``export-reviewed``, ``download-checkpoints`` and ``export-onnx`` (a SAM checkpoint as an ONNX
-encoder/decoder pair, run without torch).
+one table), ``export-reviewed``, ``download-checkpoints``, ``export-onnx`` (a SAM checkpoint as an ONNX
+encoder/decoder pair, run without torch) and ``setup-env`` (the dependencies, into the plugin's managed
+environment).
 
 The CLI only parses and prints: the segmentation and matching options come from the settings tables
 (:mod:`.settings`, via :mod:`.cli_options`), the work and its rules from the engine's modules.
@@ -261,6 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
     onx.add_argument("--out", required=True, help="folder to write the pair into")
     onx.add_argument("--quantize", choices=("int8",), default=None,
                      help="int8: 8-bit weights in the image encoder (faster on a CPU, embedding within a few percent)")
+    env = commands.add_parser(
+        "setup-env", help="install the dependencies (light: ONNX Runtime; full: torch and the SAM packages) into "
+                          "the plugin's managed environment",
+        description="Install a profile with pip into the environment the plugin manages for QGIS's Python (outside "
+                    "the plugin folder, one per Python version; SAMRS_HOME moves it): light = ONNX Runtime and "
+                    "OpenCV (SAM through ONNX pairs, no torch); full = torch (CUDA build matched to the NVIDIA "
+                    "driver, else the CPU build), segment-anything, SAM-HQ, SAM 2 and OpenCV. QGIS's own numpy, "
+                    "GDAL, PROJ and PyQt are kept. Ends with a check that imports everything in a new QGIS Python "
+                    "and runs tiny models. --status only shows what is installed and working.")
+    env.add_argument("--profile", choices=("light", "full"), default="light", help="what to install (default light)")
+    env.add_argument("--env", default=None, metavar="DIR",
+                     help="environment folder (default: the managed one, see --status)")
+    env.add_argument("--index-url", default=None, metavar="URL", help="package index for everything but torch")
+    env.add_argument("--torch-index-url", default=None, metavar="URL",
+                     help="package index for torch (default: PyTorch's index of the chosen build; '' for pip's)")
+    env.add_argument("--pip-option", action="append", default=[], metavar="OPTION",
+                     help="an extra pip option, e.g. --pip-option=--proxy=http://host:3128 (repeatable)")
+    env.add_argument("--dry-run", action="store_true",
+                     help="resolve what would be installed (pip --dry-run --report), install nothing")
+    env.add_argument("--status", action="store_true", help="show what is installed and working, install nothing")
     return parser
 
 
@@ -548,10 +569,43 @@ def _export_onnx(args) -> int:
     return 0
 
 
+def _setup_env(args) -> int:
+    from pathlib import Path
+
+    from .environment import installer, locations, status
+    from .environment.interpreter import qgis_python
+
+    environment = Path(args.env) if args.env else locations.managed_environment()
+    if args.status:
+        python = qgis_python()
+        record = status.read_record(environment)
+        print(f"QGIS's Python: {python}")
+        print(f"managed environment: {environment} ("
+              + (f"{record['profile']} profile installed {record['installed']}" if record else "no finished install")
+              + ")")
+        print(f"models folder: {locations.models_folder()}")
+        for line in status.probe(python, [locations.site_packages(environment)]).lines():
+            print(f"  {line}")
+        return 0
+
+    class Lines(Progress):  # pip's lines and the steps, on stderr
+        def info(self, message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
+    result = installer.install(installer.InstallRequest(
+        args.profile, environment, index_url=args.index_url, torch_index_url=args.torch_index_url,
+        pip_options=tuple(args.pip_option), dry_run=args.dry_run), Lines())
+    for report in result.reports:
+        print(f"pip report: {report}")
+    if not args.dry_run:
+        print(f"{args.profile} profile installed in {result.environment} (log: {result.log_path})")
+    return 0
+
+
 COMMANDS = {"segment": _segment, "segment-dataset": _segment_dataset, "import-annotations": _import_annotations,
             "report": _report, "evaluate": _evaluate, "compare": _compare, "ablation": _ablation,
             "ablation-dataset": _ablation_dataset, "export-reviewed": _export_reviewed, "download-checkpoints": _download,
-            "export-onnx": _export_onnx}
+            "export-onnx": _export_onnx, "setup-env": _setup_env}
 
 
 class Terminated(KeyboardInterrupt):

@@ -27,7 +27,8 @@ os.environ["QGIS_PLUGINPATH"] = str(PLUGINS_DIR)
 QGIS_CONFIG = Path(tempfile.mkdtemp(prefix="samrs-test-qgis-config-"))
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="samrs-test-cache-")  # embedding cache stays out of ~
 os.environ["QGIS_CUSTOM_CONFIG_PATH"] = str(QGIS_CONFIG)
-for _scratch in (PLUGINS_DIR, QGIS_CONFIG, Path(os.environ["XDG_CACHE_HOME"])):  # a run leaves nothing behind
+os.environ["SAMRS_HOME"] = tempfile.mkdtemp(prefix="samrs-test-home-")  # not the user's environment or models
+for _scratch in (PLUGINS_DIR, QGIS_CONFIG, Path(os.environ["XDG_CACHE_HOME"]), Path(os.environ["SAMRS_HOME"])):
     atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
