@@ -6,9 +6,11 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import icon_path
 from .dataset_report import DatasetReportAlgorithm
+from .download_model import DownloadModelAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .export_reviewed import ExportReviewedAlgorithm
 from .import_annotations import ImportAnnotationsAlgorithm
+from .install_dependencies import InstallDependenciesAlgorithm
 from .segment_boxes import SegmentBoxesAlgorithm
 from .segment_dataset import SegmentDatasetAlgorithm
 
@@ -31,5 +33,6 @@ class SamrsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in (SegmentBoxesAlgorithm(), SegmentDatasetAlgorithm(), ImportAnnotationsAlgorithm(),
-                          DatasetReportAlgorithm(), EvaluateAlgorithm(), ExportReviewedAlgorithm()):
+                          DatasetReportAlgorithm(), EvaluateAlgorithm(), ExportReviewedAlgorithm(),
+                          InstallDependenciesAlgorithm(), DownloadModelAlgorithm()):
             self.addAlgorithm(algorithm)
