@@ -25,7 +25,8 @@ from support import read_features, review_first_two_masks
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 VENV = REPO / ".venv"
 ALGORITHMS = {"samrs:segmentboxes", "samrs:importannotations", "samrs:segmentdataset", "samrs:datasetreport",
-              "samrs:evaluate", "samrs:exportreviewed"}  # each is run below
+              "samrs:evaluate", "samrs:exportreviewed", "samrs:installdependencies",
+              "samrs:downloadmodel"}  # each is run below
 GRABCUT, SAM = 1, 0
 
 # Run by QGIS's Python before anything else (PYQGIS_STARTUP): records the Python files the process opens.
@@ -107,16 +108,20 @@ def assert_installed_copy_used(installed, opened, *modules):
     assert not checkout, checkout[:5]
 
 
-def run_installed(installed, name, algorithm, *params, modules=()):
-    """``qgis_process.bin --json run`` of the installed plugin; asserts it exits 0 and read its algorithm
-    from the installed copy, and returns the results and the Python files the run opened."""
+def run_installed(installed, name, algorithm, *params, modules=(), env=None, succeed=True):
+    """``qgis_process.bin --json run`` of the installed plugin (``env``: instead of the installed profile's
+    environment); asserts it exits 0 (``succeed``, else not 0: the output is returned) and read its algorithm from
+    the installed copy, and returns the results and the Python files the run opened."""
     unknown = {p.split("=", 1)[0] for p in map(str, params)} - installed.parameters[algorithm]
     assert not unknown, f"{algorithm} has no parameter {unknown}"  # qgis_process would ignore it silently
     report = installed.tmp / f"opened-{name}.txt"
     report.unlink(missing_ok=True)
     proc = subprocess.run([QGIS_PROCESS, "--json", "run", algorithm, "--", *map(str, params)], cwd=installed.tmp,
-                          env=dict(installed.env, SAMRS_OPENED_REPORT=str(report)), capture_output=True, text=True,
-                          timeout=300)
+                          env=dict(env or installed.env, SAMRS_OPENED_REPORT=str(report)), capture_output=True,
+                          text=True, timeout=600)
+    if not succeed:
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        return proc.stdout + proc.stderr, opened_files(report)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json_of(proc.stdout)["results"]
     opened = opened_files(report)
@@ -229,6 +234,100 @@ def test_segmentboxes_sam2_file_and_onnx_pair(installed, scene, sam2_models, kin
     assert results["BACKEND_USED"].startswith("SAM 2.1 hiera_t")
     assert int(results["OK_COUNT"]) + int(results["EMPTY_COUNT"]) == int(results["BOX_COUNT"]) == len(td.DISCS)
     assert len(read_features(out / "masks.gpkg", layer="masks")) == len(td.DISCS)
+
+
+# -- set-up: the managed environment and models -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def light_home(installed):
+    """A user's data folder (SAMRS_HOME) whose managed environment ``samrs:installdependencies`` of the installed
+    plugin filled with the light profile, by real pip; the runs below see no other environment (no SAMRS_VENV)."""
+    home = installed.tmp / "light-home"
+    env = light_env(installed, home)
+    results, opened = run_installed(installed, "installdependencies", "samrs:installdependencies", "PROFILE=0",
+                                    env=env, modules=["processing/install_dependencies.py",
+                                                      "samrs_qgis/environment/installer.py"])
+    return SimpleNamespace(home=home, env=env, results=results, opened=opened)
+
+
+def light_env(installed, home):
+    env = {k: v for k, v in installed.env.items() if k not in ("SAMRS_VENV", "VIRTUAL_ENV")}
+    env["SAMRS_HOME"] = str(home)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    return env
+
+
+def test_installdependencies_installs_the_light_profile(light_home):
+    from samrs.samrs_qgis.environment import locations
+
+    results = light_home.results
+    environment = light_home.home / "envs" / locations.python_tag()
+    assert results["ENVIRONMENT"] == str(environment)
+    assert "ONNX Runtime 1.32.0" in results["STATUS"] and "ran a tiny graph" in results["STATUS"]
+    assert "OpenCV" in results["STATUS"] and "torch: not installed" in results["STATUS"]
+    assert json.loads((environment / "samrs-environment.json").read_text())["profile"] == "light"
+    assert "Successfully installed" in Path(results["LOG"]).read_text()
+
+
+def test_segmentboxes_runs_an_onnx_pair_with_only_the_managed_environment(installed, light_home, scene,
+                                                                          tiny_sam_checkpoint):
+    """The light profile is enough: SAM from an ONNX pair (exported from the tiny SAM), ONNX Runtime from the
+    managed environment the plugin put on its path, torch nowhere."""
+    from samrs.samrs_qgis.onnx_export import export_onnx
+
+    pair = export_onnx(tiny_sam_checkpoint, str(installed.tmp / "sam_pair"))
+    out = installed.tmp / "light_sam"
+    out.mkdir()
+    results, opened = run_installed(
+        installed, "light_sam", "samrs:segmentboxes", f"INPUT={scene['raster']}", f"BOXES={scene['boxes']}",
+        "CLASS_FIELD=label", f"BACKEND={SAM}", f"CHECKPOINT={pair.encoder}", "DEVICE=1",
+        f"OUTPUT_POLYGONS={out / 'masks.gpkg'}", env=light_home.env,
+        modules=["processing/segment_boxes.py", "samrs_qgis/backends/onnx_sam.py"])
+    assert "ONNX Runtime" in results["BACKEND_USED"]
+    assert int(results["OK_COUNT"]) + int(results["EMPTY_COUNT"]) == int(results["BOX_COUNT"]) == len(td.DISCS)
+    assert len(read_features(out / "masks.gpkg", layer="masks")) == len(td.DISCS)
+    runtime = [p for p in opened if "/onnxruntime/" in p]
+    assert runtime and all(p.startswith(f"{light_home.home}/") for p in runtime)
+    assert not [p for p in opened if "/torch/" in p]
+
+
+def test_downloadmodel_keeps_a_verified_file_and_refuses_a_wrong_one(installed, tmp_path):
+    """samrs:downloadmodel against a local mirror: MobileSAM (verified by what it holds) lands in the per-user
+    models folder; a vit_b whose checksum does not match is refused and nothing is left."""
+    import functools
+    import http.server
+    import threading
+
+    import torch
+    from test_checkpoints import _mobile_sam_state, _QuietHandler
+
+    from samrs.samrs_qgis.checkpoints import OFFICIAL_CHECKPOINTS
+
+    served = tmp_path / "mirror"
+    served.mkdir()
+    torch.save(_mobile_sam_state(), served / "mobile_sam.pt")
+    (served / "sam_vit_b_01ec64.pth").write_bytes(b"not the checkpoint")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "home"
+    env = dict(installed.env, SAMRS_HOME=str(home))
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(var, None)
+    mirror = f"MIRROR=http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        results, _ = run_installed(installed, "downloadmodel", "samrs:downloadmodel",
+                                   f"MODEL={list(OFFICIAL_CHECKPOINTS).index('mobile_sam')}", mirror, env=env,
+                                   modules=["processing/download_model.py"])
+        assert results["OUTPUT"] == str(home / "models" / "mobile_sam.pt")
+        assert (home / "models" / "mobile_sam.pt").read_bytes() == (served / "mobile_sam.pt").read_bytes()
+        output, _ = run_installed(installed, "downloadmodel-bad", "samrs:downloadmodel",
+                                  f"MODEL={list(OFFICIAL_CHECKPOINTS).index('vit_b')}", mirror, env=env,
+                                  succeed=False)
+        assert "corrupt or not the official file (18 bytes" in output and "Traceback" not in output
+        assert sorted(p.name for p in (home / "models").iterdir()) == ["mobile_sam.pt"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_importannotations(installed, scene, dota):
