@@ -11,7 +11,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime, QVariant
 
 from ..samrs_qgis.boxes import BoxFeature, BoxSource, geometry_from_wkb
-from ..samrs_qgis.errors import SamrsError
+from ..samrs_qgis.environment.profiles import PROFILES
+from ..samrs_qgis.errors import BackendUnavailableError, SamrsError
 from ..samrs_qgis.progress import Progress
 
 _FIELD_TYPES = {
@@ -122,5 +123,24 @@ def engine_errors():
 
     try:
         yield
+    except BackendUnavailableError as exc:
+        if not exc.profile:
+            raise QgsProcessingException(str(exc)) from exc
+        raise QgsProcessingException(f"{exc.reason} {qgis_install_hint(exc.profile)}") from exc
     except SamrsError as exc:
         raise QgsProcessingException(str(exc)) from exc
+
+
+SETUP_MENU = "Plugins › SAMRS › Set up models and dependencies…"
+
+
+def qgis_install_hint(profile: str) -> str:
+    """How to install ``profile`` from where the user is: the set-up dialog in the QGIS desktop, the
+    ``samrs:installdependencies`` algorithm under ``qgis_process``."""
+    import qgis.utils
+
+    if getattr(qgis.utils, "iface", None) is not None:
+        return f"Open {SETUP_MENU} and install the {profile} profile."
+    index = list(PROFILES).index(profile)
+    return (f"Install the {profile} profile: `qgis_process run samrs:installdependencies -- PROFILE={index}` "
+            f"(then run this again).")

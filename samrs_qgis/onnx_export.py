@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import BackendUnavailableError, InputError
+from .errors import InputError, missing_packages
 
 OPSET = 17
 QUANTIZATIONS = (None, "int8")
@@ -63,9 +63,7 @@ def _imports():
             importlib.import_module(name)
         import torch
     except ImportError as exc:
-        raise BackendUnavailableError(f"Exporting to ONNX needs torch, segment-anything and onnx, which cannot be "
-                                      f"imported here ({exc}). Install them with `make setup` in the plugin "
-                                      "folder.") from exc
+        raise missing_packages("Exporting to ONNX needs torch, segment-anything and onnx", exc, "full") from exc
     return torch
 
 
@@ -77,8 +75,7 @@ def _build_mobile_sam(model_file, state):
     try:
         from segment_anything_hq.modeling.tiny_vit_sam import TinyViT
     except ImportError as exc:
-        raise BackendUnavailableError(f"Exporting MobileSAM needs segment-anything-hq (its TinyViT), which cannot "
-                                      f"be imported here ({exc}). Install it with `make setup`.") from exc
+        raise missing_packages("Exporting MobileSAM needs segment-anything-hq (its TinyViT)", exc, "full") from exc
     tiny = model_file.tiny_vit
     if len(tiny.depths) != 4:
         raise InputError(f"'{model_file.path}' holds a TinyViT of {len(tiny.depths)} stages; MobileSAM's has 4.")
@@ -212,8 +209,7 @@ def quantize_encoder(fp32_path: str, out_path: str) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise BackendUnavailableError(f"Quantizing needs onnxruntime, which cannot be imported here ({exc}). "
-                                      "Install it with `make setup`.") from exc
+        raise missing_packages("Quantizing needs onnxruntime", exc, "full") from exc
     import logging
 
     large = os.path.exists(fp32_path + ".data")

@@ -3,7 +3,6 @@
 installed into a temporary managed environment and checked, the full profile resolved with ``pip install
 --dry-run --report``, pip's failures recognised and named, and a cancelled install stopping pip."""
 import json
-import os
 import sys
 from pathlib import Path
 

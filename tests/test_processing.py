@@ -415,8 +415,9 @@ def test_class_factory_and_init_processing_register_the_provider_fresh(tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"before": False, "constructed": False, "provider": "samrs",
-                   "algs": ["samrs:datasetreport", "samrs:evaluate", "samrs:exportreviewed",
-                            "samrs:importannotations", ALG, "samrs:segmentdataset"], "icon": True,
+                   "algs": ["samrs:datasetreport", "samrs:downloadmodel", "samrs:evaluate", "samrs:exportreviewed",
+                            "samrs:importannotations", "samrs:installdependencies", ALG, "samrs:segmentdataset"],
+                   "icon": True,
                    "help": out["help"], "torch": False, "after_unload": False}
     assert out["help"] > 200
 
@@ -487,13 +488,14 @@ def test_missing_torch_gives_an_install_hint(tmp_path, tiny_sam_checkpoint):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["registered"] and not report["venv_on_path"] and not report["torch_loaded"]
     message = report["sam"]
-    assert "torch" in message and "segment-anything" in message
-    assert "make setup" in message and "pip install torch" in message
-    assert "GrabCut" in message  # the way out without torch
+    assert "needs torch" in message
+    # headless (no iface): the algorithm that installs what is missing, with its parameter
+    assert "Install the full profile: `qgis_process run samrs:installdependencies -- PROFILE=1`" in message
+    assert "GrabCut" in message and "ONNX model pairs" in message  # the ways out without torch
     assert not (out_dir / "sam.gpkg").exists() and not (out_dir / "sam.tif").exists()
     if report["cv2"]:  # GrabCut needs no torch: it runs
         assert report["grabcut"] == len(DISCS)
         assert (out_dir / "gc.gpkg").is_file()
     else:  # OpenCV is a venv package too: its absence is reported the same clear way
-        assert "OpenCV" in report["grabcut"] and "pip install opencv-python-headless" in report["grabcut"]
+        assert "OpenCV" in report["grabcut"] and "samrs:installdependencies -- PROFILE=0" in report["grabcut"]
         assert not (out_dir / "gc.gpkg").exists()

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from ..errors import missing_packages
 from ..prompts import Prompts
 from .base import Backend, BoxLogits
 
@@ -48,8 +48,7 @@ class GrabCutBackend(Backend):
         try:
             import cv2
         except ImportError as exc:
-            raise BackendUnavailableError(f"The GrabCut backend needs OpenCV ({exc}). "
-                                          "Install it with `pip install opencv-python-headless`.") from exc
+            raise missing_packages("The GrabCut backend needs OpenCV", exc, "light") from exc
         self._cv2 = cv2
         self.iterations = iterations
         self._frame = None

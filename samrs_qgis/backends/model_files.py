@@ -31,7 +31,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError, InputError, missing_packages
 
 
 @dataclass(frozen=True)
@@ -305,17 +305,12 @@ def unsupported_message(model: ModelFile) -> str:
             f"This version runs {runs} model files.")
 
 
-INSTALL_HINT = ("Install them with `make setup` in the plugin folder, or into the Python QGIS uses: "
-                "`pip install torch torchvision segment-anything`. "
-                "The GrabCut backend needs neither, and ONNX model pairs need only onnxruntime.")
-
-
 def _import_torch():
     try:
         import torch
     except ImportError as exc:
-        raise BackendUnavailableError(f"The SAM backend needs torch and segment-anything to read a PyTorch model "
-                                      f"file, which cannot be imported here ({exc}). {INSTALL_HINT}") from exc
+        raise missing_packages("The SAM backend needs torch to read a PyTorch model file (the GrabCut backend and "
+                               "ONNX model pairs do not)", exc, "full") from exc
     return torch
 
 
@@ -405,8 +400,7 @@ def _onnx_io(path: str):
     try:
         import onnxruntime
     except ImportError as exc:
-        raise BackendUnavailableError(f"Reading an ONNX model needs onnx or onnxruntime, neither of which can be "
-                                      f"imported here ({exc}). Install them with `make setup`.") from exc
+        raise missing_packages("Reading an ONNX model needs onnx or onnxruntime", exc, "light") from exc
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     return (tuple((v.name, tuple(v.shape)) for v in session.get_inputs()),
             tuple((v.name, tuple(v.shape)) for v in session.get_outputs()))

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import InputError, missing_packages
 from ..prompts import PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits
 from .devices import cpu_name, device_index, device_type, is_device
@@ -44,9 +44,7 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise BackendUnavailableError(f"Running an ONNX model needs onnxruntime, which cannot be imported here "
-                                      f"({exc}). Install it with `make setup` in the plugin folder, or into the "
-                                      "Python QGIS uses: `pip install onnxruntime`.") from exc
+        raise missing_packages("Running an ONNX model needs onnxruntime", exc, "light") from exc
     return onnxruntime
 
 

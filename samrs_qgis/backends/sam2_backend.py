@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InputError
+from ..errors import InputError, missing_packages
 from ..prompts import PROMPT_MODES, Prompts
 from .base import Backend, BoxLogits, PendingLogits
 from .devices import (backend_notes, choose_device, device_label, device_type, free_cached_memory,
@@ -48,8 +48,8 @@ def import_sam2():
         import torch
         from sam2.build_sam import build_sam2
     except ImportError as exc:
-        raise BackendUnavailableError(f"SAM 2 models need torch and the sam2 package, which cannot be imported here "
-                                      f"({exc}). Install them with `make setup` in the plugin folder.") from exc
+        raise missing_packages("SAM 2 model files need torch and the sam2 package (SAM 2 ONNX pairs do not)", exc,
+                               "full") from exc
     return torch, build_sam2
 
 

@@ -19,8 +19,8 @@ import contextlib
 import os
 import threading
 
-from ..errors import BackendUnavailableError, InputError
-from .model_files import (FAMILIES, INSTALL_HINT, EncoderConfig, encoder_config_from_state, identify_onnx,
+from ..errors import InputError, missing_packages
+from .model_files import (FAMILIES, EncoderConfig, encoder_config_from_state, identify_onnx,
                           identify_state, is_onnx_file, read_state, unsupported_message)
 
 __all__ = ["MODEL_TYPES", "EncoderConfig", "encoder_config_from_state", "import_torch", "checkpoint_fingerprint",
@@ -35,8 +35,8 @@ def import_torch():
         import torch
         import segment_anything
     except ImportError as exc:
-        raise BackendUnavailableError(f"The SAM backend needs torch and segment-anything, which cannot be "
-                                      f"imported here ({exc}). {INSTALL_HINT}") from exc
+        raise missing_packages("The SAM backend needs torch and segment-anything to run a PyTorch model file (the "
+                               "GrabCut backend and ONNX model pairs do not)", exc, "full") from exc
     return torch, segment_anything
 
 
@@ -174,10 +174,8 @@ def import_sam_hq():
             import segment_anything_hq
             import segment_anything_hq.modeling  # noqa: F401 - the classes the builders below use
     except ImportError as exc:
-        raise BackendUnavailableError(f"SAM-HQ and MobileSAM models need segment-anything-hq (with timm), which "
-                                      f"cannot be imported here ({exc}). Install them with `make setup` in the "
-                                      "plugin folder, or `pip install segment-anything-hq timm` into the Python "
-                                      "QGIS uses.") from exc
+        raise missing_packages("SAM-HQ and MobileSAM model files need segment-anything-hq (with timm)", exc,
+                               "full") from exc
     return segment_anything_hq
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from ..errors import BackendUnavailableError, Cancelled, InputError, SamrsError
+from ..errors import Cancelled, InputError, SamrsError
 from ..progress import Progress
 from . import constraints, nvidia, profiles, status
 from .interpreter import child_environment, qgis_python

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 # (build, the CUDA version the driver must support, pins the build needs), newest first

@@ -3,7 +3,8 @@
 - ``light``: ONNX Runtime (its GPU build where an NVIDIA driver is present) and OpenCV: SAM through ONNX
   Runtime (an exported or published ONNX pair) and GrabCut, no torch.
 - ``full``: torch and torchvision (the CUDA build matched to the driver, else the CPU build), segment-anything,
-  SAM-HQ, SAM 2 and OpenCV: every model file the engine runs, plus ``export-onnx``.
+  SAM-HQ, SAM 2, OpenCV, and ONNX Runtime with onnx: every model file and ONNX pair the engine runs, plus
+  ``export-onnx``.
 
 Versions are the ones the engine is tested with (the development venv's, ``requirements/venv.txt``). QGIS's own
 packages are held by the constraints file (:mod:`.constraints`), never by these steps.
@@ -22,6 +23,7 @@ OPENCV = "opencv-python-headless==4.10.0.84"
 SAM_PACKAGES = ("segment-anything==1.0", "segment-anything-hq==0.3", "timm==1.0.31", "hydra-core==1.3.8",
                 "iopath==0.1.10")
 SAM2 = "sam2==1.1.0"  # a source distribution whose build imports torch
+ONNX_EXPORT = ("onnx==1.17.0", "ml_dtypes==0.4.1")  # export-onnx; newer ones want numpy 2
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def install_steps(profile: str, driver: Optional[NvidiaDriver], platform: str,
     index = build.index_url if torch_index_url is None else (torch_index_url or None)
     steps = [
         InstallStep(f"torch and torchvision ({build.name} build)", TORCH + build.pins, index_url=index),
-        InstallStep("segment-anything, SAM-HQ, SAM 2's dependencies and OpenCV", SAM_PACKAGES + (OPENCV,),
+        InstallStep("segment-anything, SAM-HQ, SAM 2's dependencies, OpenCV and ONNX Runtime",
+                    SAM_PACKAGES + (OPENCV, onnxruntime_package(driver, platform)) + ONNX_EXPORT,
                     pin_installed=("torch", "torchvision")),
         # built against the torch just installed, without its optional CUDA extension (a GPU post-processing
         # helper only), and without its declared dependencies (its numpy>=1.24.4 would replace QGIS's numpy)

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
 CHECK_MODEL = HERE / "check_model.onnx"  # x (1, 4) -> softmax(x W) (1, 2)
 # component -> (label, profiles that need it)
-COMPONENTS = {"torch": ("torch", ("full",)), "onnxruntime": ("ONNX Runtime", ("light",)),
+COMPONENTS = {"torch": ("torch", ("full",)), "onnxruntime": ("ONNX Runtime", ("light", "full")),
               "opencv": ("OpenCV", ("light", "full")), "segment_anything": ("segment-anything", ("full",)),
               "sam2": ("SAM 2", ("full",)), "sam_hq": ("SAM-HQ", ("full",))}
 
