@@ -1,6 +1,6 @@
 """The plugin object QGIS creates: registers the Processing provider and, in the GUI, menu and toolbar
-entries that open the main algorithm and the mask review dock. ``iface`` is not touched while loading,
-so ``qgis_process`` can load the plugin headless."""
+entries that open the main algorithm and the mask review dock, and a menu entry for the set-up dialog.
+``iface`` is not touched while loading, so ``qgis_process`` can load the plugin headless."""
 from __future__ import annotations
 
 from qgis.core import QgsApplication
@@ -18,6 +18,8 @@ class SamrsPlugin:
         self.action = None
         self.review_action = None
         self.review_dock = None
+        self.setup_action = None
+        self.setup_dialog = None
 
     def initProcessing(self):  # noqa: N802 (QGIS's name)
         if self.provider is None:
@@ -40,11 +42,25 @@ class SamrsPlugin:
         self.review_action.toggled.connect(self.show_review)
         self.iface.addPluginToMenu("&SAMRS", self.review_action)
         self.iface.addToolBarIcon(self.review_action)
+        self.setup_action = QAction(QIcon(icon_path()), "Set up models and dependencies…", self.iface.mainWindow())
+        self.setup_action.setObjectName("samrsSetup")
+        self.setup_action.triggered.connect(self.open_setup)
+        self.iface.addPluginToMenu("&SAMRS", self.setup_action)
 
     def open_algorithm(self):
         import processing  # QGIS's Processing framework, imported only when the GUI asks
 
         processing.execAlgorithmDialog(MAIN_ALGORITHM, {})
+
+    def open_setup(self):
+        """The set-up dialog (made on first use, kept: an install goes on while it is shown)."""
+        if self.setup_dialog is None:
+            from ..gui.setup_dialog import SetupDialog
+
+            self.setup_dialog = SetupDialog(self.iface.mainWindow())
+        self.setup_dialog.show()
+        self.setup_dialog.raise_()
+        self.setup_dialog.activateWindow()
 
     def show_review(self, visible: bool):
         """Show or hide the review dock (made on first use)."""
@@ -63,11 +79,15 @@ class SamrsPlugin:
             self.iface.removeDockWidget(self.review_dock)
             self.review_dock.deleteLater()
             self.review_dock = None
-        for action in (self.action, self.review_action):
+        if self.setup_dialog is not None:
+            self.setup_dialog.close()  # stops an install still running
+            self.setup_dialog.deleteLater()
+            self.setup_dialog = None
+        for action in (self.action, self.review_action, self.setup_action):
             if action is not None:
                 self.iface.removePluginMenu("&SAMRS", action)
                 self.iface.removeToolBarIcon(action)
-        self.action = self.review_action = None
+        self.action = self.review_action = self.setup_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -177,3 +177,101 @@ def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
     rows = {f["properties"]["instance_id"]: f["properties"] for f in fiona.open(masks, layer="masks")}  # reread
     assert rows[first]["review"] == "accepted" and rows[second]["review"] == "rejected"
     assert rows[third]["review"] == "relabelled" and rows[third]["class_name"] == classes[1]
+
+
+SETUP_SCRIPT = r'''
+import json, os, time, traceback
+import qgis.utils
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QAction, QApplication, QDialog, QPushButton, QRadioButton
+
+result = {}
+out = os.environ["SAMRS_GUI_RESULT"]
+state = {"started": time.time()}
+
+def finish():
+    open(out, "w").write(json.dumps(result))
+    QgsApplication.exit(0)
+
+def table_rows(dialog):
+    table = dialog.table
+    return [[table.item(r, c).text() for c in range(2)] for r in range(table.rowCount())]
+
+def when_idle(dialog, then, limit=600):
+    """Call then(dialog) once the dialog's worker (check or install) has finished."""
+    def poll():
+        if dialog.worker is None:
+            then(dialog)
+        elif time.time() - state["started"] > limit:
+            result["error"] = "timed out"
+            finish()
+        else:
+            QTimer.singleShot(300, poll)
+    poll()
+
+def start():
+    try:
+        window = qgis.utils.iface.mainWindow()
+        actions = {a.objectName(): a for a in window.findChildren(QAction)}
+        result["menu_entry"] = actions["samrsSetup"].text()
+        actions["samrsSetup"].trigger()
+        dialog = window.findChild(QDialog, "samrsSetupDialog")
+        result["visible"] = dialog is not None and dialog.isVisible()
+        when_idle(dialog, checked)
+    except Exception:
+        result["error"] = traceback.format_exc()
+        finish()
+
+def checked(dialog):
+    result["before"] = table_rows(dialog)
+    dialog.findChild(QRadioButton, "samrsProfileLight").setChecked(True)
+    dialog.log_button.setChecked(True)
+    dialog.findChild(QPushButton, "samrsInstall").click()
+    result["cancel_enabled_while_installing"] = dialog.cancel_button.isEnabled()
+    when_idle(dialog, installed)
+
+def installed(dialog):
+    try:
+        result["after"] = table_rows(dialog)
+        result["message"] = dialog.message.text()
+        result["where"] = dialog.where.text()
+        result["log_lines"] = dialog.log.blockCount()
+        result["progress"] = dialog.progress.value()
+        QApplication.processEvents()
+        dialog.grab().save(out + ".setup.png")
+        from samrs.processing.qgis_adapters import engine_errors
+        from samrs.samrs_qgis.errors import BackendUnavailableError
+        try:
+            with engine_errors():
+                raise BackendUnavailableError("The SAM backend needs torch.", "full")
+        except Exception as exc:
+            result["desktop_hint"] = str(exc)
+    except Exception:
+        result["error"] = traceback.format_exc()
+    QTimer.singleShot(300, finish)
+
+QTimer.singleShot(3000, start)
+'''
+
+
+@NEEDS_DESKTOP
+def test_the_setup_dialog_installs_the_light_profile_from_the_menu(tmp_path):
+    """Plugins › SAMRS › Set up models and dependencies…: the dialog shows what is missing, installs the light
+    profile by real pip into the managed environment (a temporary SAMRS_HOME), and shows it working."""
+    home = tmp_path / "home"
+    result = run_in_qgis_desktop(tmp_path, SETUP_SCRIPT, SAMRS_HOME=str(home))
+    assert "error" not in result, result.get("error")
+    assert result["menu_entry"] == "Set up models and dependencies…" and result["visible"]
+    before = dict(result["before"])
+    assert before["ONNX Runtime"] == "✘ not installed"
+    assert result["cancel_enabled_while_installing"]
+    after = dict(result["after"])
+    assert after["ONNX Runtime"].startswith("✔ 1.32.0 (providers:") and "ran a tiny graph" in after["ONNX Runtime"]
+    assert after["OpenCV"].startswith("✔ 4.10") and "GrabCut" in after["OpenCV"]
+    assert "Done: the light profile is installed and works" in result["message"]
+    assert "the light profile, installed" in result["where"] and str(home) in result["where"]
+    assert result["log_lines"] > 5 and result["progress"] == 1000
+    assert "Open Plugins › SAMRS › Set up models and dependencies… and install the full profile" in \
+        result["desktop_hint"]
+    assert (REPO / "test-artifacts" / "qgis-window.setup.png").is_file()

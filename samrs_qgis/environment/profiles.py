@@ -50,8 +50,8 @@ PROFILES = {p.name: p for p in (
     Profile("light", "Light (ONNX Runtime, no torch)",
             "ONNX Runtime and OpenCV, a few hundred MB: SAM, MobileSAM and SAM 2 as ONNX pairs, and GrabCut."),
     Profile("full", "Full (torch)",
-            "torch, segment-anything, SAM-HQ, SAM 2 and OpenCV, several GB with a CUDA build: every model file, "
-            "and exporting ONNX pairs."),
+            "torch, segment-anything, SAM-HQ, SAM 2, OpenCV and ONNX Runtime, several GB with a CUDA build: "
+            "every model file and ONNX pair, and exporting ONNX pairs."),
 )}
 
 

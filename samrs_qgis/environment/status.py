@@ -8,7 +8,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import BackendUnavailableError
 from .interpreter import child_environment
@@ -37,18 +37,18 @@ class EnvironmentStatus:
         """The components ``profile`` installs that do not import (or did not run) here."""
         return [name for name, (_, profiles) in COMPONENTS.items() if profile in profiles and not self.ok(name)]
 
-    def lines(self) -> List[str]:
-        """One line per component: label, version or the error, and what it found (device, providers)."""
+    def rows(self) -> List[Tuple[str, bool, str]]:
+        """One row per component: (label, working, text): the version and what it found (device, providers,
+        the tiny model run), or why not (not installed, or the import's error)."""
         out = []
         for name, (label, _) in COMPONENTS.items():
             c = self.components.get(name, {})
             if not c.get("ok"):
                 error = c.get("error", "not checked")
-                shown = "not installed" if error.startswith(("ModuleNotFoundError", "ImportError: No module")) \
-                    else f"broken: {error}"
-                out.append(f"{label}: {shown}")
+                missing = error.startswith(("ModuleNotFoundError", "ImportError: No module"))
+                out.append((label, False, "not installed" if missing else f"broken: {error}"))
                 continue
-            text = f"{label} {c.get('version', '')}".rstrip()
+            text = c.get("version", "")
             detail = c.get("detail")
             if name == "torch" and isinstance(detail, dict):
                 devices = ", ".join(detail.get("devices") or []) or ("Apple MPS" if detail.get("mps") else "CPU only")
@@ -58,8 +58,12 @@ class EnvironmentStatus:
                 text += f" (providers: {', '.join(detail.get('providers', []))})"
             if c.get("ran"):
                 text += f"; ran {c['ran']}"
-            out.append(text)
+            out.append((label, True, text))
         return out
+
+    def lines(self) -> List[str]:
+        """:meth:`rows` as text: ``ONNX Runtime 1.32.0 (providers: ...)``, ``torch: not installed``."""
+        return [f"{label} {text}" if working else f"{label}: {text}" for label, working, text in self.rows()]
 
 
 def probe(python: str, paths: List[str], run: bool = False, timeout: float = 600) -> EnvironmentStatus:
