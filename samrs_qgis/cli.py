@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "or the SAMRS_CHECKPOINT_MIRROR environment variable gives one (<mirror>/<file name>).")
     dl.add_argument("models", nargs="*", default=["vit_b"], metavar="MODEL",
                     help=f"model types among {', '.join(OFFICIAL_CHECKPOINTS)}, or their file names (default vit_b)")
-    dl.add_argument("--dir", default="checkpoints", help="target folder (default ./checkpoints)")
+    dl.add_argument("--dir", default=None,
+                    help="target folder (default: the plugin's per-user models folder, where --official-model and the "
+                         "toolbox's model list find the files)")
     dl.add_argument("--list", action="store_true", help="list the official checkpoints and exit")
     dl.add_argument("--mirror", default=None, metavar="URL",
                     help="fetch the files from URL/<file name> (default: $SAMRS_CHECKPOINT_MIRROR, else the "
@@ -549,9 +551,11 @@ def _download(args) -> int:
     if args.list:
         print(checkpoint_table())
         return 0
+    from .environment.locations import models_folder
+
     specs = [find_checkpoint(name) for name in args.models]  # every name checked before anything is fetched
     for spec in specs:
-        path = download_checkpoint(spec.name, args.dir, base_url=args.mirror)
+        path = download_checkpoint(spec.name, args.dir or str(models_folder()), base_url=args.mirror)
         print(f"{spec.name}: {path} ({spec.describe_verification()})")
     return 0
 

@@ -20,7 +20,7 @@ from .classes import ClassCatalog
 from .errors import InputError
 from .path_safety import check_output_paths
 from .raster_input import RasterInput
-from .settings import SegmentOptions, check_options, resolve_backend
+from .settings import SegmentOptions, check_options, resolve_backend, resolve_official_model
 from .vector_output import vector_driver
 
 
@@ -106,7 +106,7 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     (only their pixel-space polygons are used from here on).
     """
     check_outputs(outputs, raster_path, source)
-    options = resolve_backend(options)
+    options = resolve_backend(resolve_official_model(options))
     check_options(options)
     raster = RasterInput(raster_path, options.bands, options.stretch)
     given_backend = backend

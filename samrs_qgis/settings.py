@@ -24,6 +24,7 @@ from .annotations import DATASET_CLASSES, FORMATS
 from .backends import BACKEND_CLASSES, backend_class
 from .backends.devices import DEVICE_PATTERN, DEVICES, PRECISIONS
 from .backends.model_files import MODEL_TYPE_CHOICES
+from .checkpoints import OFFICIAL_CHECKPOINTS, describe_official
 from .errors import InputError
 from .prompts import PROMPT_MODES
 from .stretch import STRETCH_MODES
@@ -113,6 +114,11 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
             choices=labelled(BACKENDS + (AUTO_BACKEND,), {
                 "sam": "SAM (needs a checkpoint)", "grabcut": "GrabCut (no weights; not SAM)",
                 AUTO_BACKEND: "auto (SAM when a checkpoint is given, else GrabCut)"})),
+    Setting("official_model", CHOICE, None, "Official model (downloaded into the models folder)",
+            "an official model file downloaded into the plugin's per-user models folder (samrs:downloadmodel, "
+            "download-checkpoints), instead of a model file", MODEL,
+            choices=tuple((spec.name, describe_official(spec)) for spec in OFFICIAL_CHECKPOINTS.values()),
+            none_label="none: the model file below", noun="official model"),
     Setting("checkpoint", FILE, None, "SAM model file (.pth, .pt; ONNX: the encoder .onnx)",
             "SAM model file, e.g. sam_vit_h_4b8939.pth (official files: download-checkpoints), or an ONNX encoder "
             "(its decoder beside it) or a folder holding an ONNX encoder and decoder", MODEL,
@@ -247,10 +253,30 @@ def resolve_backend(options) -> "SegmentOptions":
     return dataclasses.replace(options, backend="sam" if options.checkpoint else "grabcut")
 
 
+def resolve_official_model(options) -> "SegmentOptions":
+    """The options with an official model made the checkpoint: its file in the per-user models folder, which
+    must be there (an InputError saying how to download it)."""
+    if options.official_model is None:
+        return options
+    from .environment.locations import models_folder
+
+    check_values(options, [s for s in SEGMENT_SETTINGS if s.name == "official_model"])
+    spec = OFFICIAL_CHECKPOINTS[options.official_model]
+    path = os.path.join(str(models_folder()), spec.file_name)
+    if options.checkpoint and os.path.abspath(options.checkpoint) != os.path.abspath(path):
+        raise InputError(f"Give either an official model (--official-model, OFFICIAL_MODEL: {spec.name}) or a model "
+                         f"file (--checkpoint, CHECKPOINT: '{options.checkpoint}'), not both.")
+    if not os.path.isfile(path):
+        raise InputError(f"The official model {spec.name} ({describe_official(spec)}) is not downloaded yet: it is "
+                         f"looked for as '{path}'. Download it with samrs:downloadmodel (Processing toolbox › SAMRS › "
+                         f"Set-up) or `python -m samrs_qgis download-checkpoints {spec.name}`, or give a model file.")
+    return dataclasses.replace(options, checkpoint=path)
+
+
 def make_options(values: Dict[str, Any]) -> "SegmentOptions":
     """``SegmentOptions`` from a front end's values (setting name -> value; missing ones keep their default),
-    with the backend resolved and every value checked (:func:`check_options`)."""
-    options = resolve_backend(SegmentOptions(**values))
+    with an official model and the backend resolved and every value checked (:func:`check_options`)."""
+    options = resolve_backend(resolve_official_model(SegmentOptions(**values)))
     check_options(options)
     return options
 

@@ -268,3 +268,30 @@ def test_a_cancelled_install_stops_pip(tmp_path):
     assert status.read_record(environment) is None
     assert "Stopped: the environment may be incomplete" in (environment / installer.LOG_NAME).read_text()
     assert not list(locations.site_packages(environment).glob("onnxruntime"))
+
+
+# -- models in the per-user models folder --------------------------------------------------------------
+
+def test_an_official_model_is_found_in_the_models_folder(monkeypatch, tmp_path, tiny_sam_checkpoint, capsys):
+    """``--official-model`` / OFFICIAL_MODEL names a file of the models folder: missing, it says how to download
+    it; there, it is the checkpoint; with another model file as well, both are refused."""
+    import shutil
+
+    from samrs.samrs_qgis.checkpoints import OFFICIAL_CHECKPOINTS
+    from samrs.samrs_qgis.cli import main
+    from samrs.samrs_qgis.settings import make_options
+
+    monkeypatch.setenv("SAMRS_HOME", str(tmp_path / "home"))
+    with pytest.raises(InputError, match=r"official model vit_b \(SAM vit_b \(sam_vit_b_01ec64.pth, 375 MB\)\) is not "
+                                         r"downloaded yet.*samrs:downloadmodel.*download-checkpoints vit_b"):
+        make_options({"official_model": "vit_b"})
+    folder = locations.models_folder()
+    folder.mkdir(parents=True)
+    shutil.copy(tiny_sam_checkpoint, folder / OFFICIAL_CHECKPOINTS["vit_b"].file_name)  # stands in for the file
+    options = make_options({"official_model": "vit_b"})
+    assert options.checkpoint == str(folder / "sam_vit_b_01ec64.pth") and options.backend == "sam"
+    with pytest.raises(InputError, match="either an official model .* or a model file .*not both"):
+        make_options({"official_model": "vit_b", "checkpoint": tiny_sam_checkpoint})
+    with pytest.raises(SystemExit):
+        main(["segment", "x.tif", "y.gpkg", "--out", str(tmp_path / "o"), "--official-model", "vit_x"])
+    assert "vit_x" in capsys.readouterr().err

@@ -293,7 +293,8 @@ def test_segmentboxes_runs_an_onnx_pair_with_only_the_managed_environment(instal
 
 def test_downloadmodel_keeps_a_verified_file_and_refuses_a_wrong_one(installed, tmp_path):
     """samrs:downloadmodel against a local mirror: MobileSAM (verified by what it holds) lands in the per-user
-    models folder; a vit_b whose checksum does not match is refused and nothing is left."""
+    models folder, where segmentboxes' model list finds it; a vit_b whose checksum does not match is refused and
+    nothing is left."""
     import functools
     import http.server
     import threading
@@ -320,6 +321,14 @@ def test_downloadmodel_keeps_a_verified_file_and_refuses_a_wrong_one(installed, 
                                    modules=["processing/download_model.py"])
         assert results["OUTPUT"] == str(home / "models" / "mobile_sam.pt")
         assert (home / "models" / "mobile_sam.pt").read_bytes() == (served / "mobile_sam.pt").read_bytes()
+        # the segmentation algorithms' model list finds it (choice 0 is "none: the model file below")
+        scene = {"raster": td.scene_raster(tmp_path / "scene.tif"), "boxes": td.scene_boxes(tmp_path / "boxes.gpkg")}
+        segmented, _ = run_installed(
+            installed, "official-model", "samrs:segmentboxes", f"INPUT={scene['raster']}", f"BOXES={scene['boxes']}",
+            "CLASS_FIELD=label", f"OFFICIAL_MODEL={list(OFFICIAL_CHECKPOINTS).index('mobile_sam') + 1}", "DEVICE=1",
+            f"OUTPUT_POLYGONS={tmp_path / 'masks.gpkg'}", env=env, modules=["processing/segment_boxes.py"])
+        assert segmented["BACKEND_USED"].startswith("MobileSAM")
+        assert int(segmented["OK_COUNT"]) + int(segmented["EMPTY_COUNT"]) == len(td.DISCS)
         output, _ = run_installed(installed, "downloadmodel-bad", "samrs:downloadmodel",
                                   f"MODEL={list(OFFICIAL_CHECKPOINTS).index('vit_b')}", mirror, env=env,
                                   succeed=False)

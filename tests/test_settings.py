@@ -35,7 +35,7 @@ def test_options_are_one_field_per_row_with_the_rows_defaults():
         {s.name: s.default for s in SEGMENT_SETTINGS}
     assert [f.name for f in dataclasses.fields(MatchingOptions)] == [s.name for s in MATCHING_SETTINGS]
     for s in SEGMENT_SETTINGS + MATCHING_SETTINGS:
-        assert s.kind != CHOICE or s.default in s.values, s.name
+        assert s.kind != CHOICE or s.default in s.values or (s.default is None and s.none_label), s.name
         assert len({label for _, label in s.choices}) == len(s.choices), s.name
 
 
@@ -85,7 +85,7 @@ def test_every_row_is_a_processing_parameter_with_its_default_and_choices(qgis_a
         assert bool(parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced) == s.advanced, s.name
         assert parameter.help() == s.help
         if s.kind == CHOICE:
-            assert parameter.options() == [label for _, label in s.choices], s.name
+            assert parameter.options() == ([s.none_label] if s.none_label else []) + [l for _, l in s.choices], s.name
     offered = {s.parameter for s in SEGMENT_SETTINGS} & {p.name() for p in alg.parameterDefinitions()}
     assert offered == {s.parameter for s in rows}
 
@@ -99,8 +99,13 @@ def test_every_matching_row_is_a_parameter_of_evaluate(qgis_app):
 
 
 def _non_default_values(rows, tmp_path):
-    """One value per row that is not its default, as the engine holds it."""
-    checkpoint = tmp_path / "model.pth"
+    """One value per row that is not its default, as the engine holds it. The model file is the official model's,
+    in the models folder (the two settings name the same file)."""
+    from samrs.samrs_qgis.checkpoints import OFFICIAL_CHECKPOINTS
+    from samrs.samrs_qgis.environment.locations import models_folder
+
+    checkpoint = models_folder() / OFFICIAL_CHECKPOINTS[list(OFFICIAL_CHECKPOINTS)[-1]].file_name
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"not read here")
     values = {}
     for s in rows:
@@ -136,7 +141,7 @@ def _processing_value(alg, s, value):
     from qgis.core import QgsProcessingParameterBand
 
     if s.kind == CHOICE:
-        return s.values.index(value)
+        return s.values.index(value) + (1 if s.none_label else 0)  # the none choice is number 0
     if s.kind == NAMES or s.kind == BANDS and not isinstance(alg.parameterDefinition(s.parameter),
                                                                QgsProcessingParameterBand):
         return ",".join(map(str, value))  # typed as text

@@ -70,9 +70,9 @@ def make_backend(options, progress=None) -> Backend:
     as :func:`samrs_qgis.settings.resolve_backend` resolves it), loaded and ready (checkpoint errors surface
     here); its notes (e.g. why it runs on the CPU) go to ``progress`` as warnings, its remarks (e.g. what precision
     ``auto`` chose) as information."""
-    from ..settings import resolve_backend  # not at the top: settings reads the backends' choices
+    from ..settings import resolve_backend, resolve_official_model  # not at the top: settings reads the backends
 
-    options = resolve_backend(options)
+    options = resolve_backend(resolve_official_model(options))
     if options.backend == "sam":  # the model file says which family, and so which class runs it
         model = identify_model(options.checkpoint, options.model_type)
         # the model type is checked here for every family: the class loads whatever the file holds
