@@ -70,6 +70,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def served_as_vit_b(mirror, monkeypatch, payload: bytes, checksum: str = "md5") -> OfficialCheckpoint:
+    """``payload`` on the mirror as sam_test.pth, and the vit_b entry of the table made its description (its size
+    and its ``checksum``: md5 or sha256)."""
+    (mirror / "sam_test.pth").write_bytes(payload)
+    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
+                              source="test", **{checksum: hashlib.new(checksum, payload).hexdigest()})
+    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    return spec
+
+
 def test_every_official_checkpoint_has_an_https_url_a_model_type_name_and_a_verification():
     assert {"vit_b", "vit_l", "vit_h", "sam_hq_vit_b", "sam_hq_vit_l", "sam_hq_vit_h", "sam_hq_tiny_vit", "mobile_sam",
             "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"} == set(OFFICIAL_CHECKPOINTS)
@@ -106,10 +116,7 @@ def test_the_list_shows_every_file_and_the_mirror(monkeypatch, capsys):
 
 def test_a_download_with_the_right_checksum_is_kept_and_not_fetched_again(mirror, tmp_path, monkeypatch):
     payload = b"weights" * 1000
-    (mirror / "sam_test.pth").write_bytes(payload)
-    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
-                              md5=hashlib.md5(payload).hexdigest(), source="test")
-    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    served_as_vit_b(mirror, monkeypatch, payload, "md5")
     seen = []
     path = download_checkpoint("vit_b", str(tmp_path / "ckpt"), report=lambda done, total: seen.append(done))
     assert open(path, "rb").read() == payload and seen[-1] == len(payload)
@@ -141,10 +148,7 @@ def test_a_wrong_file_for_an_entry_with_a_checksum_is_refused_and_removed(mirror
 
 def test_an_interrupted_download_is_resumed_where_it_stopped(mirror, tmp_path, monkeypatch):
     payload = bytes(range(256)) * 4000  # 1 MB
-    (mirror / "sam_test.pth").write_bytes(payload)
-    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
-                              sha256=hashlib.sha256(payload).hexdigest(), source="test")
-    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    served_as_vit_b(mirror, monkeypatch, payload, "sha256")
     folder = tmp_path / "ckpt"
     _QuietHandler.cut_after = 300_000  # the connection drops after 300 kB
     with pytest.raises(InputError, match=r"ended early \(300000 of 1024000 bytes\).*resumes from"):
@@ -159,10 +163,7 @@ def test_an_interrupted_download_is_resumed_where_it_stopped(mirror, tmp_path, m
 
 def test_a_resumed_download_whose_bytes_are_wrong_is_refused_and_removed(mirror, tmp_path, monkeypatch):
     payload = b"checkpoint bytes" * 10000
-    (mirror / "sam_test.pth").write_bytes(payload)
-    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
-                              md5=hashlib.md5(payload).hexdigest(), source="test")
-    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    served_as_vit_b(mirror, monkeypatch, payload, "md5")
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "sam_test.pth.partial").write_bytes(b"X" * 5000)  # a part that is not the start of this file
@@ -176,10 +177,7 @@ def test_a_stopped_download_keeps_its_part(mirror, tmp_path, monkeypatch):
     from samrs.samrs_qgis.errors import Cancelled
 
     payload = b"w" * (3 << 20)
-    (mirror / "sam_test.pth").write_bytes(payload)
-    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", len(payload),
-                              md5=hashlib.md5(payload).hexdigest(), source="test")
-    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    served_as_vit_b(mirror, monkeypatch, payload, "md5")
     seen = []
     with pytest.raises(Cancelled, match="resumes"):
         download_checkpoint("vit_b", str(tmp_path), report=lambda done, total: seen.append((done, total)),
@@ -254,10 +252,7 @@ def test_a_file_without_checksum_is_refused_when_it_holds_another_model(mirror, 
 
 def test_the_base_url_overrides_the_mirror_and_a_bad_one_says_so(mirror, tmp_path, monkeypatch):
     payload = b"x" * 10
-    (mirror / "sam_test.pth").write_bytes(payload)
-    spec = OfficialCheckpoint("vit_b", "sam", "vit_b", "sam_test.pth", "https://example.invalid/", 10,
-                              md5=hashlib.md5(payload).hexdigest(), source="test")
-    monkeypatch.setitem(OFFICIAL_CHECKPOINTS, "vit_b", spec)
+    served_as_vit_b(mirror, monkeypatch, payload, "md5")
     base = checkpoints.os.environ["SAMRS_CHECKPOINT_MIRROR"]
     monkeypatch.setenv("SAMRS_CHECKPOINT_MIRROR", "http://127.0.0.1:9/nothing")
     with pytest.raises(InputError, match="127.0.0.1:9/nothing/sam_test.pth failed.*SAMRS_CHECKPOINT_MIRROR"):
