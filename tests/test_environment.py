@@ -295,3 +295,22 @@ def test_an_official_model_is_found_in_the_models_folder(monkeypatch, tmp_path, 
     with pytest.raises(SystemExit):
         main(["segment", "x.tif", "y.gpkg", "--out", str(tmp_path / "o"), "--official-model", "vit_x"])
     assert "vit_x" in capsys.readouterr().err
+
+
+def test_the_checks_tiny_onnx_graph_is_a_valid_model_computing_its_softmax():
+    """The probe writes its ONNX graph by hand (no model file in the plugin, no onnx package in the light profile):
+    onnx's checker accepts it and ONNX Runtime computes softmax(x W)."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from samrs.samrs_qgis.environment.probe import tiny_onnx_model
+
+    model = onnx.load_from_string(tiny_onnx_model())
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Softmax"]
+    x = np.array([[0.5, -1.0, 2.0, 0.25]], dtype=np.float32)
+    session = onnxruntime.InferenceSession(tiny_onnx_model(), providers=["CPUExecutionProvider"])
+    logits = x @ (np.arange(8, dtype=np.float32).reshape(4, 2) / 8)
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(session.run(None, {"x": x})[0], expected, atol=1e-6)

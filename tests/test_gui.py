@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -238,6 +239,8 @@ def installed(dialog):
         result["where"] = dialog.where.text()
         result["log_lines"] = dialog.log.blockCount()
         result["progress"] = dialog.progress.value()
+        import sys
+        result["sys_path"] = list(sys.path)
         QApplication.processEvents()
         dialog.grab().save(out + ".setup.png")
         from samrs.processing.qgis_adapters import engine_errors
@@ -272,6 +275,9 @@ def test_the_setup_dialog_installs_the_light_profile_from_the_menu(tmp_path):
     assert "Done: the light profile is installed and works" in result["message"]
     assert "the light profile, installed" in result["where"] and str(home) in result["where"]
     assert result["log_lines"] > 5 and result["progress"] == 1000
+    site = f"{home}/envs/py{sys.version_info[0]}.{sys.version_info[1]}/lib/python{sys.version_info[0]}." \
+           f"{sys.version_info[1]}/site-packages"
+    assert site in result["sys_path"]  # the new environment is usable at once, without restarting QGIS
     assert "Open Plugins › SAMRS › Set up models and dependencies… and install the full profile" in \
         result["desktop_hint"]
     assert (REPO / "test-artifacts" / "qgis-window.setup.png").is_file()

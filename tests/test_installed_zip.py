@@ -269,23 +269,25 @@ def test_installdependencies_installs_the_light_profile(light_home):
     assert "Successfully installed" in Path(results["LOG"]).read_text()
 
 
-def test_segmentboxes_runs_an_onnx_pair_with_only_the_managed_environment(installed, light_home, scene,
+def test_segmentboxes_runs_an_onnx_pair_with_only_the_managed_environment(installed, light_home,
                                                                           tiny_sam_checkpoint):
-    """The light profile is enough: SAM from an ONNX pair (exported from the tiny SAM), ONNX Runtime from the
-    managed environment the plugin put on its path, torch nowhere."""
+    """The light profile is enough: the demo segmented by SAM from an ONNX pair (exported from the tiny SAM),
+    ONNX Runtime from the managed environment the plugin put on its path, torch nowhere."""
     from samrs.samrs_qgis.onnx_export import export_onnx
 
     pair = export_onnx(tiny_sam_checkpoint, str(installed.tmp / "sam_pair"))
     out = installed.tmp / "light_sam"
     out.mkdir()
+    demo_boxes = REPO / "demo" / "OSBS_029_boxes.gpkg"
     results, opened = run_installed(
-        installed, "light_sam", "samrs:segmentboxes", f"INPUT={scene['raster']}", f"BOXES={scene['boxes']}",
-        "CLASS_FIELD=label", f"BACKEND={SAM}", f"CHECKPOINT={pair.encoder}", "DEVICE=1",
+        installed, "light_sam", "samrs:segmentboxes", f"INPUT={REPO / 'demo' / 'OSBS_029.tif'}",
+        f"BOXES={demo_boxes}", f"BACKEND={SAM}", f"CHECKPOINT={pair.encoder}", "DEVICE=1",
         f"OUTPUT_POLYGONS={out / 'masks.gpkg'}", env=light_home.env,
         modules=["processing/segment_boxes.py", "samrs_qgis/backends/onnx_sam.py"])
     assert "ONNX Runtime" in results["BACKEND_USED"]
-    assert int(results["OK_COUNT"]) + int(results["EMPTY_COUNT"]) == int(results["BOX_COUNT"]) == len(td.DISCS)
-    assert len(read_features(out / "masks.gpkg", layer="masks")) == len(td.DISCS)
+    boxes = len(read_features(demo_boxes))
+    assert int(results["OK_COUNT"]) + int(results["EMPTY_COUNT"]) == int(results["BOX_COUNT"]) == boxes
+    assert len(read_features(out / "masks.gpkg", layer="masks")) == boxes
     runtime = [p for p in opened if "/onnxruntime/" in p]
     assert runtime and all(p.startswith(f"{light_home.home}/") for p in runtime)
     assert not [p for p in opened if "/torch/" in p]

@@ -9,6 +9,7 @@ it ended well, so a failed, cancelled or killed install never looks finished.
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 import queue
 import re
@@ -25,7 +26,7 @@ from ..errors import Cancelled, InputError, SamrsError
 from ..progress import Progress
 from . import constraints, nvidia, profiles, status
 from .interpreter import child_environment, qgis_python
-from .locations import data_home, managed_environment, site_packages
+from .locations import add_environments_to_path, data_home, managed_environment, site_packages
 
 LOG_NAME = "samrs-install.log"
 CONSTRAINTS_NAME = "samrs-constraints.txt"
@@ -165,6 +166,9 @@ class Installer:
                              "versions": {name: c.get("version") for name, c in result.status.components.items()
                                           if c.get("ok")}}
             status.write_record(self.environment, result.record)
+            if self.environment == managed_environment():  # this Python's own: usable now, without a restart
+                importlib.invalidate_caches()
+                add_environments_to_path()
             self._say(f"Done: the {request.profile} profile works.")
             self.progress.set_fraction(1.0)
         return result

@@ -1,5 +1,5 @@
 """What is installed and working, seen from a fresh interpreter: run as a script by :mod:`.status`
-(``python probe.py [--run] [--onnx-model FILE]``), it prints one JSON object and imports only the standard
+(``python probe.py [--run]``), it prints one JSON object and imports only the standard
 library before trying each component, so a broken package is reported, never fatal.
 
 Each component: ``{"ok": bool, "version": str, "detail": str, "error": str}``; with ``--run`` a tiny model is
@@ -50,16 +50,53 @@ def check_torch(run):
     return answer
 
 
-def check_onnxruntime(run, model):
+# -- a tiny ONNX graph, written as protobuf by hand (the plugin ships no model file, and the light profile has
+# no onnx package): p = softmax(x W), x (1, 4) float32, W (4, 2) = arange(8) / 8, opset 13.
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number, value):
+    """One protobuf field: an int (varint) or bytes/str (length-delimited)."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor_info(name, dims):  # ValueInfoProto: name, type.tensor_type (float, shape)
+    shape = b"".join(_field(1, _field(1, d)) for d in dims)
+    return _field(1, name) + _field(2, _field(1, _field(1, 1) + _field(2, shape)))
+
+
+def tiny_onnx_model():
+    """The bytes of an ONNX model computing ``softmax(x W)`` for ``x`` (1, 4)."""
+    import struct
+
+    weights = b"".join(struct.pack("<f", i / 8) for i in range(8))
+    initializer = _field(1, 4) + _field(1, 2) + _field(2, 1) + _field(8, "w") + _field(9, weights)
+    matmul = _field(1, "x") + _field(1, "w") + _field(2, "y") + _field(4, "MatMul")
+    softmax = _field(1, "y") + _field(2, "p") + _field(4, "Softmax") + _field(5, _field(1, "axis") + _field(3, 1) +
+                                                                             _field(20, 2))
+    graph = (_field(1, matmul) + _field(1, softmax) + _field(2, "samrs_check") + _field(5, initializer) +
+             _field(11, _tensor_info("x", (1, 4))) + _field(12, _tensor_info("p", (1, 2))))
+    return _field(1, 8) + _field(2, "samrs") + _field(7, graph) + _field(8, _field(1, "") + _field(2, 13))
+
+
+def check_onnxruntime(run):
     import onnxruntime
 
     answer = {"version": onnxruntime.__version__, "detail": {"providers": onnxruntime.get_available_providers()}}
-    if run and model:
+    if run:
         import numpy
 
-        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-        x = numpy.ones((1, 4), dtype=numpy.float32)
-        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        session = onnxruntime.InferenceSession(tiny_onnx_model(), providers=["CPUExecutionProvider"])
+        out = session.run(None, {"x": numpy.ones((1, 4), dtype=numpy.float32)})[0]
         answer["ran"] = f"a tiny graph: sum {float(out.sum()):.3f}"
     return answer
 
@@ -111,11 +148,10 @@ def check_module(module, distribution):
 
 def main(argv):
     run = "--run" in argv
-    model = argv[argv.index("--onnx-model") + 1] if "--onnx-model" in argv else None
     report = {"python": {"ok": True, "version": ".".join(map(str, sys.version_info[:3])), "detail": sys.executable},
               "numpy": _component(check_numpy),
               "torch": _component(lambda: check_torch(run)),
-              "onnxruntime": _component(lambda: check_onnxruntime(run, model)),
+              "onnxruntime": _component(lambda: check_onnxruntime(run)),
               "opencv": _component(lambda: check_opencv(run)),
               "segment_anything": _component(lambda: check_segment_anything(run)),
               "sam2": _component(check_module("sam2.build_sam", "sam2")),

@@ -15,7 +15,6 @@ from .interpreter import child_environment
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
-CHECK_MODEL = HERE / "check_model.onnx"  # x (1, 4) -> softmax(x W) (1, 2)
 # component -> (label, profiles that need it)
 COMPONENTS = {"torch": ("torch", ("full",)), "onnxruntime": ("ONNX Runtime", ("light", "full")),
               "opencv": ("OpenCV", ("light", "full")), "segment_anything": ("segment-anything", ("full",)),
@@ -69,7 +68,7 @@ class EnvironmentStatus:
 def probe(python: str, paths: List[str], run: bool = False, timeout: float = 600) -> EnvironmentStatus:
     """Run :mod:`.probe` with the interpreter ``python`` seeing ``paths`` first (the managed environment's
     site-packages); ``run``: run the tiny models too."""
-    args = [python, str(PROBE)] + (["--run", "--onnx-model", str(CHECK_MODEL)] if run else [])
+    args = [python, str(PROBE)] + (["--run"] if run else [])
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
                              env=child_environment([str(p) for p in paths]), cwd=str(HERE))
