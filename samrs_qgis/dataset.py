@@ -52,78 +52,25 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from .annotations import (ClassList, dataset_classes, find_annotation_file, image_frame, read_annotation_file,
-                          write_box_layer)
-from .annotations.importer import classify
-from .annotations.model import Annotation, Problem
+from .annotations import ClassList, dataset_classes, find_annotation_file, read_annotation_file
 from .backends import make_backend
-from .boxes import read_box_file
 from .classes import ClassCatalog
-from .errors import Cancelled, InputError, SamrsError
-from .pipeline import OutputPaths, SegmentJob, maybe_compile_decoder
+from .dataset_image import (BOX_LAYER, CLASS_FIELD, DONE, FAILED, NO_ANNOTATIONS, NO_BOXES, PENDING,  # noqa: F401
+                            DatasetImage, ImageOutputs, ImageWork)
+from .errors import InputError
+from .pipeline import maybe_compile_decoder
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
-from .samrs_format import coco_dataset, instance_records, write_json_atomic, write_pngs
+from .samrs_format import coco_dataset, write_json_atomic
 from .path_safety import file_identity
-from .transaction import OutputTransaction, remove_with_sidecars
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-BOX_LAYER = "boxes"
-CLASS_FIELD = "class_name"
 MANIFEST = "manifest.json"
 COCO_FILE = "coco_instances.json"
-DONE, FAILED, NO_BOXES, NO_ANNOTATIONS, PENDING = "done", "failed", "no_boxes", "no_annotations", "pending"
 # Settings that change speed or caching but not masks: a resume with other values keeps the done images.
 NON_RESULT_SETTINGS = ("batch_size", "embedding_cache", "cache_dir", "cache_limit_mb", "compile_decoder")
-MAX_PROBLEMS = 20  # annotation problems listed per image in the manifest (all are counted)
 MANIFEST_OVERHEAD = 0.05  # the manifest is rewritten at most this fraction of the run time (big datasets)
 UNRECORDED = "the earlier run did not record its inputs (an older version wrote the manifest)"
-
-
-@dataclass(frozen=True)
-class DatasetImage:
-    """One image of the dataset: ``stem`` (its key and output name), ``path``, ``relative`` (path relative
-    to the image folder, ``/``-separated) and its annotation file (None when it has none)."""
-
-    stem: str
-    path: str
-    relative: str
-    annotation: Optional[str] = None
-    error: Optional[str] = None  # why its annotation file cannot be chosen (several candidates)
-
-
-@dataclass(frozen=True)
-class ImageOutputs:
-    """Every file written for one image."""
-
-    boxes: str
-    instances: str
-    semantic: str
-    polygons: str
-    class_index: str
-    colour: str
-    instance_file: str
-
-    @classmethod
-    def of(cls, output_dir: str, stem: str) -> "ImageOutputs":
-        stem = stem.replace("/", os.sep)
-        join = os.path.join
-        return cls(join(output_dir, "boxes", stem + ".gpkg"), join(output_dir, "geo", stem + "_instances.tif"),
-                   join(output_dir, "geo", stem + "_semantic.tif"), join(output_dir, "geo", stem + ".gpkg"),
-                   join(output_dir, "class_index", stem + ".png"), join(output_dir, "colour", stem + ".png"),
-                   join(output_dir, "instances", stem + ".json"))
-
-    def all(self) -> List[str]:
-        return list(asdict(self).values())
-
-    def results(self) -> List[str]:
-        """The files of a done image except the box layer (which failed images keep, for diagnosis)."""
-        return [p for p in self.all() if p != self.boxes]
-
-    @classmethod
-    def folders(cls, output_dir: str) -> List[str]:
-        """The folders of ``output_dir`` that hold the images' files (``boxes``, ``geo``, …)."""
-        return sorted({os.path.dirname(p) for p in cls.of(output_dir, "image").all()})
 
 
 def file_record(path: str, relative: str, digest: bool = False) -> Dict:
@@ -313,6 +260,8 @@ class DatasetJob:
                              f"choose a background value of {len(self.classes)} or more (255 by default).")
         self.job_options = replace(self.options, class_field=CLASS_FIELD, id_field=None,
                                    class_names=list(self.classes) or None)
+        self.work = ImageWork(self.output_dir, self.annotations_dir, self.annotation_format, tuple(self.classes),
+                              self.class_list, self.job_options)
         self.manifest = self._start_manifest()
         self._prepared = True
 
@@ -436,7 +385,8 @@ class DatasetJob:
                         tally["unrecorded"] += why == UNRECORDED
                         self.progress.info(prefix + why + "; segmenting it again")
                     sub = ProgressSlice(self.progress, position / total, min(1.0, (position + weight) / total), prefix)
-                    entry = self._process(image, sub)
+                    self.manifest["images"][image.stem] = {"status": PENDING}
+                    entry = self.work.process(image, sub, self._backend)
                     if inputs is not None:
                         entry["inputs"] = inputs
                     self.manifest["images"][image.stem] = entry
@@ -467,101 +417,14 @@ class DatasetJob:
                               manifest=self.manifest_path, coco=self.coco_path, failures=failures,
                               redone=tally["redone"], unrecorded=tally["unrecorded"])
 
-    def _process(self, image: DatasetImage, progress: Progress) -> Dict:
-        """Segment one image and write its files; returns its manifest entry. Per-image errors become a
-        ``failed`` entry; cancellation and errors loading the backend stop the run."""
-        started = time.perf_counter()
-        outputs = ImageOutputs.of(self.output_dir, image.stem)
-        self.manifest["images"][image.stem] = {"status": PENDING}
-        for path in outputs.all():  # a clean slate: no stale file may outlive this image's new status
-            remove_with_sidecars(path)
-        entry: Dict = {}
-        try:
-            entry, annotations, frame = self._import(image, outputs)
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bad image or annotation file must not stop the dataset
-            return self._failed(entry, exc, started)
-        if entry["status"] != PENDING:
-            entry["seconds"] = round(time.perf_counter() - started, 3)
-            return entry
-        progress.info(f"{len(annotations)} boxes")
+    def _backend(self):
+        """The run's backend, made on the first image with boxes and kept for every image."""
         if self.backend is None:
             self.backend = make_backend(self.options, self.progress)  # once for the dataset: the model stays loaded
             # whether compiling the decoder pays off is a question of the whole dataset, not of one image
             maybe_compile_decoder(self.backend, sum(self.weights.values()), self.options.compile_decoder,
                                   self.progress)
-        try:
-            job = SegmentJob(image.path, read_box_file(outputs.boxes, BOX_LAYER),
-                             OutputPaths(outputs.instances, outputs.semantic, outputs.polygons),
-                             self.job_options, progress, backend=self.backend)
-            job.prepare()
-            summary = job.run()
-            self._write_samrs_files(outputs, frame, [a.corners for a in annotations])
-        except (Cancelled, KeyboardInterrupt):
-            for path in outputs.results():
-                remove_with_sidecars(path)
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the next image
-            for path in outputs.results():
-                remove_with_sidecars(path)
-            return self._failed(entry, exc, started)
-        entry.update(status=DONE, boxes=summary.boxes, status_counts=dict(sorted(summary.status_counts.items())),
-                     seconds=round(time.perf_counter() - started, 3))
-        return entry
-
-    def _failed(self, entry: Dict, exc: Exception, started: float) -> Dict:
-        message = str(exc) if isinstance(exc, SamrsError) else f"{type(exc).__name__}: {exc}"
-        message = message.replace(self.output_dir + os.sep, "")  # our files by their place in the output folder
-        entry = dict(entry, status=FAILED, error=message, seconds=round(time.perf_counter() - started, 3))
-        entry.setdefault("boxes", 0)
-        return entry
-
-    def _import(self, image: DatasetImage, outputs: ImageOutputs):
-        """Read the image's annotations and write its box layer. Returns ``(entry, annotations, frame)``; the
-        entry's status is ``pending`` when there are boxes to segment."""
-        if image.error:
-            raise InputError(image.error)
-        frame = image_frame(image.path)  # InputError for an image GDAL cannot open
-        entry: Dict = {"status": PENDING, "boxes": 0, "width": frame.width, "height": frame.height}
-        if image.annotation is None:
-            return dict(entry, status=NO_ANNOTATIONS), [], frame
-        entry["annotation_file"] = os.path.relpath(image.annotation, self.annotations_dir).replace(os.sep, "/")
-        result = read_annotation_file(image.annotation, self.annotation_format, image_name=image.path)
-        whole_file = [p for p in result.problems if p.number is None]
-        if whole_file and not result.annotations:
-            raise InputError(f"The annotation file {whole_file[0]}")
-        annotations, problems = self._classify(result.annotations)
-        problems = sorted(result.problems + problems, key=lambda p: (p.number or 0, p.line or 0))
-        if problems:
-            entry["problem_count"] = len(problems)
-            entry["problems"] = [str(p) for p in problems[:MAX_PROBLEMS]]
-        if not annotations:
-            if problems:
-                raise InputError(f"No usable box in '{image.annotation}': {problems[0]}"
-                                 + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
-            return dict(entry, status=NO_BOXES), [], frame
-        class_ids = {name: self.classes.index(name) for name in {a.class_name for a in annotations}}
-        write_box_layer(outputs.boxes, annotations, class_ids, frame.transform, frame.crs_wkt, BOX_LAYER)
-        entry["boxes"] = len(annotations)
-        return entry, annotations, frame
-
-    def _classify(self, annotations: List[Annotation]) -> Tuple[List[Annotation], List[Problem]]:
-        """Classes spelled as the dataset list does; objects of classes outside it are problems (see
-        :func:`.annotations.importer.classify`). Without a list every class is in ``self.classes``."""
-        return classify(annotations, self.class_list)
-
-    def _write_samrs_files(self, outputs: ImageOutputs, frame, rboxes) -> None:
-        """The class-index and colour PNGs and the instance file, committed together."""
-        # The pipeline places the polygons with the transform the annotation layer used (georef.py's rule).
-        records = instance_records(outputs.polygons, frame.transform, frame.width, frame.height, rboxes,
-                                   self.classes)
-        with OutputTransaction() as transaction:
-            class_index = transaction.stage(outputs.class_index, "class index PNG")
-            colour = transaction.stage(outputs.colour, "colour PNG")
-            instance_file = transaction.stage(outputs.instance_file, "instance file")
-            write_pngs(outputs.semantic, class_index, colour)
-            write_json_atomic(instance_file, records, compact=True)
+        return self.backend
 
     def _write_coco(self) -> None:
         """``coco_instances.json`` from the instance files of every done image; images without boxes are

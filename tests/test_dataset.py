@@ -21,6 +21,7 @@ import support
 from support import RecordingProgress
 from samrs.samrs_qgis import dataset as dataset_module
 from samrs.samrs_qgis import backends as backends_module
+from samrs.samrs_qgis import dataset_image as dataset_image_module
 from samrs.samrs_qgis import pipeline as pipeline_module
 from samrs.samrs_qgis import run_inputs as run_inputs_module
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
@@ -313,7 +314,7 @@ def test_sam_backend_is_loaded_once_for_the_dataset(tmp_path, tiny_sam_checkpoin
     real_make_backend = backends_module.make_backend
     monkeypatch.setattr(dataset_module, "make_backend", counting_make_backend)
     monkeypatch.setattr(run_inputs_module, "make_backend", counting_make_backend)
-    monkeypatch.setattr(dataset_module, "SegmentJob", SpyJob)
+    monkeypatch.setattr(dataset_image_module, "SegmentJob", SpyJob)
     options = SegmentOptions(backend="sam", checkpoint=tiny_sam_checkpoint, device="cpu", embedding_cache=False)
     job = DatasetJob(images, labels, str(tmp_path / "out"), options)
     summary = job.run()

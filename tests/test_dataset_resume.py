@@ -20,6 +20,7 @@ import support
 import tools_data as td
 from support import RecordingProgress
 from samrs.samrs_qgis import dataset as dataset_module
+from samrs.samrs_qgis import dataset_image as dataset_image_module
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.dataset import segment_dataset
 from samrs.samrs_qgis.errors import InputError
@@ -194,7 +195,7 @@ def test_unchanged_inputs_are_kept_without_work(tmp_path, monkeypatch):
         def __init__(self, *args, **kwargs):
             raise AssertionError("an unchanged image was segmented again")
 
-    monkeypatch.setattr(dataset_module, "SegmentJob", NoWork)
+    monkeypatch.setattr(dataset_image_module, "SegmentJob", NoWork)
     bump_mtime(labels / "b.txt")  # saved again with the same content: nothing to do
     summary, progress = run(images, labels, out)
     assert (summary.skipped, summary.done, summary.redone) == (2, 0, 0)
