@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterBoolean, QgsProcessingParameterFile,
-                       QgsProcessingParameterFolderDestination)
+                       QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString)
 
+from ..samrs_qgis.cluster import ClusterSpec
 from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.settings import ANNOTATION_SETTINGS, BOX_LAYER, not_sam_note
 from .base import SamrsAlgorithm, SegmentSettings
@@ -29,7 +31,11 @@ reported); without it ids follow the sorted class names of all files.</p>
 <p>The run can be resumed: images done by an earlier run into the same folder with the same classes and settings
 are kept (counted as skipped), unless their image or annotation file changed since (then they are segmented
 again, counted as redone). An image that cannot be segmented is reported as a warning and the run goes on.
-The model, prompt and post-processing parameters are those of <i>Segment detection boxes with SAM</i>.</p>"""
+The model, prompt and post-processing parameters are those of <i>Segment detection boxes with SAM</i>.</p>
+<p><b>Dask</b> (advanced, needs dask and distributed): <i>local worker processes</i> start a cluster on this
+machine (each worker loads the model once; one per GPU where there are several); a <i>scheduler</i> uses an
+existing cluster, whose workers must reach the output folder at the same path. The files are those of a run
+without a cluster.</p>"""
 
 
 class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
@@ -40,6 +46,8 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
     IMAGES = "IMAGES"
     ANNOTATIONS = "ANNOTATIONS"
     RECURSIVE = "RECURSIVE"
+    WORKERS = "WORKERS"
+    SCHEDULER = "SCHEDULER"
     OUTPUT = "OUTPUT"
     SETTINGS_EXCLUDE = (BOX_LAYER,)  # each image's annotations are its box layer
 
@@ -52,6 +60,12 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.RECURSIVE, "Include images in subfolders", defaultValue=False))
         self.add_settings()
+        self.add_advanced(QgsProcessingParameterNumber(
+            self.WORKERS, "Dask: local worker processes (0: none; needs dask and distributed)", minValue=0,
+            defaultValue=0))
+        self.add_advanced(QgsProcessingParameterString(
+            self.SCHEDULER, "Dask: an existing cluster's scheduler (tcp://host:8786 or a scheduler file)",
+            optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
         self.addOutput(QgsProcessingOutputFile("MANIFEST", "Manifest (manifest.json)"))
         self.addOutput(QgsProcessingOutputFile("COCO", "COCO instances (coco_instances.json)"))
@@ -74,9 +88,13 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
             raise InputError("Give an output folder.")
         reading = self.table_values(parameters, context, ANNOTATION_SETTINGS)
         options = self.segment_options(parameters, context)
+        cluster = ClusterSpec(self.parameterAsInt(parameters, self.WORKERS, context),
+                              self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None)
+        cluster.check()
         summary = segment_dataset(images, annotations, output, options, dataset=reading["dataset"],
                                   progress=FeedbackProgress(feedback), annotation_format=reading["annotation_format"],
-                                  recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context))
+                                  recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context),
+                                  cluster=cluster)
         feedback.setProgress(100)
         for line in summary.describe().splitlines():
             if not line.startswith("  failed "):  # each failure was a warning as it happened

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_options(sds, table=ANNOTATION_SETTINGS)
     sds.add_argument("--recursive", action="store_true", help="include images in subfolders")
     add_setting_options(sds, exclude=(BOX_LAYER,))
+    add_cluster_options(sds)
     sds.add_argument("--quiet", action="store_true", help="no progress bar")
 
     imp = commands.add_parser(
@@ -345,14 +346,36 @@ def _preview_drawer():
 
 # -- segment-dataset ------------------------------------------------------------------------------
 
+def add_cluster_options(parser) -> None:
+    group = parser.add_argument_group("running on a Dask cluster (needs dask and distributed)")
+    group.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="start a local cluster of N worker processes (one per GPU on a machine with several); "
+                            "each loads the model once")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="use an existing Dask cluster: its scheduler's address (tcp://host:8786) or scheduler "
+                            "file; the output folder must be reachable from every worker at the same path")
+    group.add_argument("--threads-per-worker", type=int, default=None, metavar="T",
+                       help="compute threads of each local worker (default: the cores shared among the workers)")
+
+
+def _cluster_spec(args):
+    from .cluster import ClusterSpec
+
+    spec = ClusterSpec(args.workers, args.scheduler, args.threads_per_worker)
+    spec.check()
+    return spec
+
+
 def _segment_dataset(args) -> int:
     from .dataset import segment_dataset
 
     options = options_from_args(args)
+    cluster = _cluster_spec(args)
     progress = BarProgress(quiet=args.quiet)
     try:
         summary = segment_dataset(args.images, args.annotations, args.out_dir, options, dataset=args.dataset,
-                                  progress=progress, annotation_format=args.annotation_format, recursive=args.recursive)
+                                  progress=progress, annotation_format=args.annotation_format, recursive=args.recursive,
+                                  cluster=cluster)
     finally:
         progress.close()
     print(summary.describe())

@@ -48,6 +48,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Tuple, Union
@@ -55,9 +56,10 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 from .annotations import ClassList, dataset_classes, find_annotation_file, read_annotation_file
 from .backends import make_backend
 from .classes import ClassCatalog
-from .dataset_image import (BOX_LAYER, CLASS_FIELD, DONE, FAILED, NO_ANNOTATIONS, NO_BOXES, PENDING,  # noqa: F401
-                            DatasetImage, ImageOutputs, ImageWork)
-from .errors import InputError
+from .cluster import ClusterSpec
+from .dataset_image import (CLASS_FIELD, DONE, FAILED, NO_ANNOTATIONS, NO_BOXES, PENDING, DatasetImage,
+                            ImageOutputs, ImageWork)
+from .errors import InputError, SamrsError
 from .pipeline import maybe_compile_decoder
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
@@ -68,6 +70,7 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MANIFEST = "manifest.json"
 COCO_FILE = "coco_instances.json"
 # Settings that change speed or caching but not masks: a resume with other values keeps the done images.
+POLL_S = 0.2  # how often a cluster run looks for finished images and for cancellation
 NON_RESULT_SETTINGS = ("batch_size", "embedding_cache", "cache_dir", "cache_limit_mb", "compile_decoder")
 MANIFEST_OVERHEAD = 0.05  # the manifest is rewritten at most this fraction of the run time (big datasets)
 UNRECORDED = "the earlier run did not record its inputs (an older version wrote the manifest)"
@@ -201,7 +204,7 @@ class DatasetJob:
     def __init__(self, images_dir: str, annotations_dir: str, output_dir: str,
                  options: SegmentOptions = SegmentOptions(), dataset: Optional[str] = None,
                  progress: Optional[Progress] = None, annotation_format: str = "auto", recursive: bool = False,
-                 backend=None):
+                 backend=None, cluster: Optional[ClusterSpec] = None):
         self.images_dir = os.path.abspath(images_dir)
         self.annotations_dir = os.path.abspath(annotations_dir)
         self.output_dir = os.path.abspath(output_dir)
@@ -219,6 +222,8 @@ class DatasetJob:
         self.manifest: Dict = {}
         self._prepared = False
         self._last_save = self._save_cost = 0.0
+        self.cluster = cluster or ClusterSpec()
+        self._cluster_backend = ""
 
     @property
     def manifest_path(self) -> str:
@@ -361,61 +366,117 @@ class DatasetJob:
         if not self._prepared:
             self.prepare()
         started = time.perf_counter()
-        n = len(self.images)
-        total = float(sum(max(1, w) for w in self.weights.values()))  # an image without boxes still advances
-        position = 0.0
-        tally: Counter = Counter()
-        box_counts: Counter = Counter()
-        failures: Dict[str, str] = {}
+        self._position, self._total = 0.0, float(sum(max(1, w) for w in self.weights.values()))
+        self._tally, self._box_counts, self._failures = Counter(), Counter(), {}
         os.makedirs(self.output_dir, exist_ok=True)
         self._save_manifest(force=True)
         try:
+            queued = []  # (position in the dataset, image, inputs) for the cluster
             for k, image in enumerate(self.images, 1):
                 self.progress.check_cancelled()
-                prefix = f"image {k}/{n}: {image.stem}: "
-                weight = max(1, self.weights[image.stem])
                 inputs = self.input_record(image)  # before the image is read: a later change is seen next time
                 done, why = self.resume_state(image, inputs)
                 if done:
-                    tally["skipped"] += 1
-                    self.progress.info(prefix + "done in an earlier run, kept")
-                else:
-                    if why:
-                        tally["redone"] += 1
-                        tally["unrecorded"] += why == UNRECORDED
-                        self.progress.info(prefix + why + "; segmenting it again")
-                    sub = ProgressSlice(self.progress, position / total, min(1.0, (position + weight) / total), prefix)
-                    self.manifest["images"][image.stem] = {"status": PENDING}
-                    entry = self.work.process(image, sub, self._backend)
-                    if inputs is not None:
-                        entry["inputs"] = inputs
-                    self.manifest["images"][image.stem] = entry
-                    self._save_manifest()
-                    tally[entry["status"]] += 1
-                    if entry["status"] == DONE:
-                        box_counts.update(entry["status_counts"])
-                        sub.info(f"done, {entry['boxes']} boxes ({_counts(entry['status_counts'])}), "
-                                 f"{entry['seconds']:.1f} s")
-                    elif entry["status"] == FAILED:
-                        failures[image.stem] = entry["error"]
-                        sub.warning(f"failed: {entry['error']}")
-                    else:
-                        sub.info("no annotation file" if entry["status"] == NO_ANNOTATIONS else "no boxes")
-                position += weight
-                self.progress.set_fraction(min(1.0, position / total))
+                    self._tally["skipped"] += 1
+                    self.progress.info(self._prefix(k, image) + "done in an earlier run, kept")
+                    self._advance(image)
+                    continue
+                if why:
+                    self._tally["redone"] += 1
+                    self._tally["unrecorded"] += why == UNRECORDED
+                    self.progress.info(self._prefix(k, image) + why + "; segmenting it again")
+                self.manifest["images"][image.stem] = {"status": PENDING}
+                if self.cluster.enabled:
+                    queued.append((k, image, inputs))
+                    continue
+                sub = self._slice(k, image)
+                self._record(image, self.work.process(image, sub, self._backend), inputs, sub)
+            if queued:
+                self._run_on_cluster(queued)
             self.progress.check_cancelled()
             self._write_coco()
         finally:
             self._save_manifest(force=True)  # also after a cancellation or an error: it lists finished work
             if self._owns_backend and self.backend is not None:
                 self.backend.close()
-        return DatasetSummary(images=n, done=tally[DONE], skipped=tally["skipped"], failed=tally[FAILED],
-                              no_boxes=tally[NO_BOXES], no_annotations=tally[NO_ANNOTATIONS],
-                              boxes=sum(box_counts.values()), status_counts=dict(box_counts),
-                              classes=list(self.classes), backend=self.backend.describe() if self.backend else "",
+        tally = self._tally
+        backend = self.backend.describe() if self.backend else self._cluster_backend
+        return DatasetSummary(images=len(self.images), done=tally[DONE], skipped=tally["skipped"],
+                              failed=tally[FAILED], no_boxes=tally[NO_BOXES], no_annotations=tally[NO_ANNOTATIONS],
+                              boxes=sum(self._box_counts.values()), status_counts=dict(self._box_counts),
+                              classes=list(self.classes), backend=backend,
                               seconds=time.perf_counter() - started, output_dir=self.output_dir,
-                              manifest=self.manifest_path, coco=self.coco_path, failures=failures,
+                              manifest=self.manifest_path, coco=self.coco_path, failures=self._failures,
                               redone=tally["redone"], unrecorded=tally["unrecorded"])
+
+    def _prefix(self, k: int, image: DatasetImage) -> str:
+        return f"image {k}/{len(self.images)}: {image.stem}: "
+
+    def _slice(self, k: int, image: DatasetImage) -> Progress:
+        """The image's share of the run's progress (by its boxes)."""
+        weight = max(1, self.weights[image.stem])
+        return ProgressSlice(self.progress, self._position / self._total,
+                             min(1.0, (self._position + weight) / self._total), self._prefix(k, image))
+
+    def _advance(self, image: DatasetImage) -> None:
+        self._position += max(1, self.weights[image.stem])
+        self.progress.set_fraction(min(1.0, self._position / self._total))
+
+    def _record(self, image: DatasetImage, entry: Dict, inputs: Optional[Dict], progress: Progress) -> None:
+        """Keep an image's entry (with its ``inputs``) in the manifest, count it and say how it went."""
+        if inputs is not None:
+            entry["inputs"] = inputs
+        self.manifest["images"][image.stem] = entry
+        self._save_manifest()
+        self._tally[entry["status"]] += 1
+        if entry["status"] == DONE:
+            self._box_counts.update(entry["status_counts"])
+            progress.info(f"done, {entry['boxes']} boxes ({_counts(entry['status_counts'])}), "
+                          f"{entry['seconds']:.1f} s")
+        elif entry["status"] == FAILED:
+            self._failures[image.stem] = entry["error"]
+            progress.warning(f"failed: {entry['error']}")
+        else:
+            progress.info("no annotation file" if entry["status"] == NO_ANNOTATIONS else "no boxes")
+        self._advance(image)
+
+    def _run_on_cluster(self, queued: List[Tuple[int, DatasetImage, Optional[Dict]]]) -> None:
+        """The images of ``queued`` as tasks of the cluster :attr:`cluster` names, their entries recorded as they
+        come back; cancelling cancels the tasks not finished."""
+        from . import cluster as dask_cluster
+
+        distributed = dask_cluster.import_distributed()
+        with dask_cluster.connect(self.cluster, self.progress) as client:
+            dask_cluster.check_shared_folder(client, self.output_dir)
+            run_id = uuid.uuid4().hex[:8]
+            tasks = {}
+            for k, image, inputs in queued:
+                future = client.submit(dask_cluster.segment_image, self.work, image, pure=False,
+                                       key=f"samrs-image-{run_id}-{k}", priority=len(self.images) - k)
+                tasks[future] = (k, image, inputs, time.perf_counter())
+            self.progress.info(f"{len(tasks)} image(s) sent to the cluster")
+            answers = distributed.as_completed(list(tasks))
+            try:
+                while not answers.is_empty():
+                    self.progress.check_cancelled()
+                    finished = answers.next_batch(block=False)
+                    if not finished:
+                        time.sleep(POLL_S)
+                        continue
+                    for future in sorted(finished, key=lambda f: tasks[f][0]):
+                        k, image, inputs, submitted = tasks[future]
+                        try:
+                            entry, described = future.result()
+                            self._cluster_backend = self._cluster_backend or described
+                        except Exception as exc:  # noqa: BLE001 - the cluster's failures are the image's
+                            reason = dask_cluster.failure_reason(exc)
+                            if reason is None:
+                                raise
+                            entry = self.work.failed({"boxes": 0}, SamrsError(reason), submitted)
+                        self._record(image, entry, inputs, ProgressSlice(self.progress, 0, 1, self._prefix(k, image)))
+            except BaseException:
+                client.cancel([f for f in tasks if not f.done()])
+                raise
 
     def _backend(self):
         """The run's backend, made on the first image with boxes and kept for every image."""
@@ -465,9 +526,10 @@ def _counts(counts: Dict[str, int]) -> str:
 def segment_dataset(images_dir: str, annotations_dir: str, output_dir: str,
                     options: SegmentOptions = SegmentOptions(), dataset: Optional[str] = None,
                     progress: Optional[Progress] = None, annotation_format: str = "auto",
-                    recursive: bool = False, backend=None) -> DatasetSummary:
-    """Segment every annotated box of every image in ``images_dir`` (see :class:`DatasetJob`)."""
+                    recursive: bool = False, backend=None, cluster: Optional[ClusterSpec] = None) -> DatasetSummary:
+    """Segment every annotated box of every image in ``images_dir`` (see :class:`DatasetJob`); ``cluster``: on
+    Dask workers (see :mod:`.cluster`)."""
     job = DatasetJob(images_dir, annotations_dir, output_dir, options, dataset, progress, annotation_format,
-                     recursive, backend)
+                     recursive, backend, cluster)
     job.prepare()
     return job.run()

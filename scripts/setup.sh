@@ -97,7 +97,7 @@ printf '\n## %s\n' "$name" >> "$log"
 status=0
 versions=$("$venv/bin/python" - 2>> "$log" <<'PY'
 import numpy, osgeo, qgis.core, rasterio, segment_anything, torch, cv2, pycocotools.mask, matplotlib
-import segment_anything_hq, sam2.build_sam, sam3.model_builder, onnxruntime, onnx
+import segment_anything_hq, sam2.build_sam, sam3.model_builder, onnxruntime, onnx, distributed
 from importlib.metadata import version
 print(f"QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
       f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}, segment-anything-hq "
