@@ -91,7 +91,7 @@ else
 fi
 
 # -- check: everything imports from the venv -------------------------------------------------------
-name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV, SAM-HQ, SAM 2, SAM 3, ONNX Runtime)"
+name="import check (QGIS, GDAL, rasterio, torch, segment-anything, OpenCV, SAM-HQ, SAM 2, SAM 3, ONNX Runtime, Dask)"
 printf 'setup: %s ... ' "$name"
 printf '\n## %s\n' "$name" >> "$log"
 status=0
@@ -103,7 +103,7 @@ print(f"QGIS {qgis.core.Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {nu
       f"rasterio {rasterio.__version__}, OpenCV {cv2.__version__}, segment-anything-hq "
       f"{version('segment-anything-hq')}, sam2 {version('sam2')}, sam3 {version('sam3')}, "
       f"onnxruntime {onnxruntime.__version__}, "
-      f"onnx {onnx.__version__}")
+      f"onnx {onnx.__version__}, distributed {distributed.__version__}")
 PY
 ) || status=$?
 [ -z "$versions" ] || echo "$versions" >> "$log"
