@@ -125,7 +125,8 @@ def connect(spec: ClusterSpec, progress: Progress) -> Iterator[object]:
         try:
             info = client.scheduler_info()
             workers_seen = len(info.get("workers", {}))
-            progress.info(f"Dask cluster: {workers_seen} worker(s) at {client.scheduler.address}, dashboard "
+            waiting = "" if workers_seen else " (none yet: the images wait for workers to join)"
+            progress.info(f"Dask cluster: {workers_seen} worker(s) at {client.scheduler.address}{waiting}, dashboard "
                           f"{client.dashboard_link}")
             yield client
         finally:

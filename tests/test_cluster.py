@@ -208,3 +208,43 @@ def test_a_scheduler_that_does_not_answer_is_reported_within_seconds(tmp_path):
     assert not cluster_module._sees_and_writes(str(token))  # a worker that cannot see the client's file
     token.write_text("written by the client\n")
     assert cluster_module._sees_and_writes(str(token))
+
+
+def test_an_existing_cluster_given_by_its_scheduler_file(dataset, tmp_path):
+    """The README's recipe for a cluster started elsewhere (as dask-jobqueue's SLURM jobs start it): a scheduler
+    and a worker started by Dask's own commands, sharing a scheduler file; the run is given the file."""
+    root, images, labels, local = dataset
+    dask = str(Path(sys.executable).parent / "dask")
+    env = dict(os.environ, PYTHONPATH=str(PLUGINS_DIR))  # the workers import the engine by the client's name
+    scheduler_file = tmp_path / "scheduler.json"
+    started = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                                 "127.0.0.1:0", "--scheduler-file", str(scheduler_file)], env=env, cwd=str(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        started.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                                         "--host", "127.0.0.1", "--no-dashboard"], env=env, cwd=str(tmp_path),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        progress = Watch()
+        summary = segment_dataset(str(images), str(labels), str(root / "existing"), OPTIONS, progress=progress,
+                                  cluster=ClusterSpec(scheduler=str(scheduler_file)))
+        assert (summary.done, summary.failed) == (len(STEMS), 0)
+        assert any(m.startswith("Dask cluster: ") and " at tcp://127.0.0.1:" in m for m in progress.messages)
+        same_files(local, root / "existing")
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(30)
+
+
+def test_a_local_run_resumes_on_a_cluster(dataset, tmp_path):
+    import shutil
+
+    root, images, labels, local = dataset
+    out = tmp_path / "resumed"
+    shutil.copytree(local, out)
+    summary = segment_dataset(str(images), str(labels), str(out), OPTIONS, cluster=TWO_WORKERS)
+    assert (summary.skipped, summary.done) == (len(STEMS), 0)
+    same_files(local, out)
