@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SAMRS engine benchmark: eight figures, each printed as one line (or a few lettered lines):
+"""SAMRS engine benchmark: nine figures, each printed as one line (or a few lettered lines):
 the ratio measured in this run, the absolute numbers behind it, the target and PASS/MISS.
 
     make bench            (or: .venv/bin/python bench/bench.py)
@@ -12,7 +12,7 @@ planning and memory matter. The repository root is never put on ``sys.path`` (it
 folder shadows QGIS's package): the engine package is reached through a temporary folder holding a
 ``samrs_qgis`` link.
 
-Progress goes to stderr, the report to stdout. The whole run takes about 17 minutes on 2 cores.
+Progress goes to stderr, the report to stdout. The whole run takes about 19 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cluster_throughput  # beside this file: figure 9, a dataset on a local Dask cluster
 import cpu_kinds  # beside this file: measurements in a child process, as this CPU and as an AVX2 CPU
 import families  # beside this file: figure 8, the SAM families and runtimes
 import gpu_path  # beside this file: what the CPU shows of the decoder's GPU path
@@ -881,6 +882,10 @@ def main():
     # ---- figure 8: the SAM families and runtimes side by side -------------------------------------
     log("figure 8: SAM vit_b (torch, ONNX fp32/int8), HQ-SAM, SAM 2.1 hiera_t/s, MobileSAM on figure 2's window")
     results["8"] = families.figure(torch, work, vit_b, frame_real, fb, log, out)
+
+    # ---- figure 9: a dataset on a local Dask cluster --------------------------------------------
+    log("figure 9: segment-dataset without a cluster, on 1 and on 2 local Dask workers (tiny SAM)")
+    results["9"] = cluster_throughput.figure(torch, work, tiny, log, out)
 
     jiffies1, steal1 = cpu_times()
     total = time.perf_counter() - T_START
