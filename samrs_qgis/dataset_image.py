@@ -106,10 +106,11 @@ class ImageWork:
             entry["seconds"] = round(time.perf_counter() - started, 3)
             return entry
         progress.info(f"{len(annotations)} boxes")
+        loaded = backend()  # outside the try: a model that cannot be loaded stops the run
         try:
             job = SegmentJob(image.path, read_box_file(outputs.boxes, BOX_LAYER),
                              OutputPaths(outputs.instances, outputs.semantic, outputs.polygons),
-                             self.options, progress, backend=backend())
+                             self.options, progress, backend=loaded)
             job.prepare()
             summary = job.run()
             self._write_samrs_files(outputs, frame, [a.corners for a in annotations])
