@@ -48,17 +48,40 @@ def rasterize_window(pixel_parts: Sequence, width: int, height: int) -> WindowMa
 
 def rasterize_map_geometry(geometry: Optional[dict], transform: Affine, width: int, height: int) -> WindowMask:
     """The window mask of a GeoJSON-like (multi)polygon in map coordinates on the grid whose pixel corners
-    ``transform`` maps to map coordinates; an empty (0, 0) mask for a null or empty geometry."""
-    from shapely.affinity import affine_transform
-    from shapely.geometry import shape
+    ``transform`` maps to map coordinates; an empty (0, 0) mask for a null or empty geometry.
+
+    GDAL rasterizes the map geometry through the window's transform: no copy of it in pixel space is made (a
+    mask of many parts made that copy the dearest step)."""
+    from rasterio import features
 
     if geometry is None:
         return empty_window()
+    xy = _coordinates(geometry)
+    if not len(xy):
+        return empty_window()
     inverse = ~transform
-    pixels = affine_transform(shape(geometry), [inverse.a, inverse.b, inverse.d, inverse.e, inverse.xoff,
-                                                inverse.yoff])
-    parts = [g for g in getattr(pixels, "geoms", [pixels]) if not g.is_empty]
-    return rasterize_window(parts, width, height) if parts else empty_window()
+    # the geometry's map bounding box, its four corners in pixel space (a rotated grid turns it)
+    x0, y0 = xy.min(axis=0)
+    x1, y1 = xy.max(axis=0)
+    corners = np.array([inverse * (x, y) for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))])
+    c0 = max(int(math.floor(corners[:, 0].min())), 0)
+    r0 = max(int(math.floor(corners[:, 1].min())), 0)
+    c1 = min(int(math.ceil(corners[:, 0].max())), width)
+    r1 = min(int(math.ceil(corners[:, 1].max())), height)
+    if c1 <= c0 or r1 <= r0:
+        return empty_window()
+    mask = features.rasterize([(geometry, 1)], out_shape=(r1 - r0, c1 - c0), fill=0,
+                              transform=transform * Affine.translation(c0, r0), all_touched=False, dtype="uint8")
+    return mask.astype(bool), r0, c0
+
+
+def _coordinates(geometry: dict) -> np.ndarray:
+    """Every vertex of a GeoJSON-like Polygon or MultiPolygon as an (n, 2) array."""
+    rings = geometry.get("coordinates") or []
+    if geometry.get("type") == "MultiPolygon":
+        rings = [ring for polygon in rings for ring in polygon]
+    points = [point[:2] for ring in rings for point in ring]
+    return np.array(points, dtype=float).reshape(-1, 2)
 
 
 def feature_window_mask(feature: dict, transform: Affine, width: int, height: int, layer_path: str) -> WindowMask:
