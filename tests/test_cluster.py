@@ -248,3 +248,21 @@ def test_a_local_run_resumes_on_a_cluster(dataset, tmp_path):
     summary = segment_dataset(str(images), str(labels), str(out), OPTIONS, cluster=TWO_WORKERS)
     assert (summary.skipped, summary.done) == (len(STEMS), 0)
     same_files(local, out)
+
+
+def test_cancelling_a_cluster_run_stops_its_work_and_keeps_what_finished(dataset):
+    from samrs.samrs_qgis.errors import Cancelled
+
+    root, images, labels, local = dataset
+    out = root / "cancelled"
+    progress = support.RecordingProgress(cancel_at="image ")  # the first image's answer
+    started = time.time()
+    with pytest.raises(Cancelled):
+        segment_dataset(str(images), str(labels), str(out), OPTIONS, progress=progress, cluster=TWO_WORKERS)
+    assert time.time() - started < 60
+    statuses = [e["status"] for e in json.loads((out / "manifest.json").read_text())["images"].values()]
+    assert 1 <= statuses.count("done") < len(STEMS) and set(statuses) <= {"done", "pending"}
+    assert not (out / "coco_instances.json").exists()
+    summary = segment_dataset(str(images), str(labels), str(out), OPTIONS, cluster=TWO_WORKERS)  # resumed
+    assert summary.skipped == statuses.count("done") and summary.done + summary.skipped == len(STEMS)
+    same_files(local, out)
