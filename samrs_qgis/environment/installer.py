@@ -13,7 +13,6 @@ import importlib
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from ..errors import Cancelled, InputError, SamrsError
+from ..errors import Cancelled, SamrsError
 from ..progress import Progress
 from . import constraints, nvidia, profiles, status
 from .interpreter import child_environment, qgis_python
-from .locations import add_environments_to_path, data_home, managed_environment, site_packages
+from .locations import add_environments_to_path, managed_environment, site_packages
 
 LOG_NAME = "samrs-install.log"
 CONSTRAINTS_NAME = "samrs-constraints.txt"
@@ -317,14 +316,3 @@ class Installer:
 def install(request: InstallRequest, progress: Optional[Progress] = None) -> InstallResult:
     """Install ``request``'s profile (see :class:`Installer`)."""
     return Installer(request, progress).run()
-
-
-def remove_environment(environment: Optional[Path] = None) -> Path:
-    """Delete the managed environment (a fresh install starts from nothing)."""
-    environment = Path(environment or managed_environment())
-    if environment.exists():
-        if not str(environment.resolve()).startswith(str(data_home().resolve())) and \
-                not (environment / status.RECORD_NAME).exists() and not venv_python(environment).exists():
-            raise InputError(f"'{environment}' is not an environment of the plugin; it was left as it is.")
-        shutil.rmtree(environment)
-    return environment

@@ -15,6 +15,7 @@ from .interpreter import child_environment
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "probe.py"
+RECORD_NAME = "samrs-environment.json"  # what a finished install recorded, in its environment
 # component -> (label, profiles that need it)
 COMPONENTS = {"torch": ("torch", ("full",)), "onnxruntime": ("ONNX Runtime", ("light", "full")),
               "opencv": ("OpenCV", ("light", "full")), "segment_anything": ("segment-anything", ("full",)),
@@ -102,5 +103,3 @@ def write_record(environment: Path, record: dict) -> None:
         json.dump(record, f, indent=2)
     os.replace(partial, path)
 
-
-RECORD_NAME = "samrs-environment.json"
