@@ -9,13 +9,13 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
+from ..samrs_qgis.boxes import STATUSES
 from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.pipeline import OutputPaths, SegmentJob
 from ..samrs_qgis.settings import not_sam_note
 from .base import SamrsAlgorithm, SegmentSettings
 from .qgis_adapters import FeedbackProgress, box_source_from_qgis, layer_file, raster_layer_path
 
-STATUSES = ("ok", "empty", "outside", "invalid")
 
 HELP = """<p>Runs Segment Anything (SAM) once per detection box and writes, on the raster's own grid:</p>
 <ul>

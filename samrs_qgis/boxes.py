@@ -22,6 +22,8 @@ STATUS_OK = "ok"
 STATUS_EMPTY = "empty"  # the backend found no object pixels
 STATUS_OUTSIDE = "outside"  # the box does not overlap the raster
 STATUS_INVALID = "invalid"  # no geometry, not a polygon, zero area, or not transformable
+STATUS_FAILED = "failed"  # its mask could not be computed (on a cluster: the workers given it died each time)
+STATUSES = (STATUS_OK, STATUS_EMPTY, STATUS_OUTSIDE, STATUS_INVALID, STATUS_FAILED)
 
 DENSIFY_STEPS = 16  # points inserted per box edge before reprojection
 SNAP = 1e-6  # pixel coordinates within this of an integer are that integer (float noise of the transform)

@@ -60,7 +60,7 @@ from .cluster import ClusterSpec
 from .dataset_image import (CLASS_FIELD, DONE, FAILED, NO_ANNOTATIONS, NO_BOXES, PENDING, DatasetImage,
                             ImageOutputs, ImageWork)
 from .errors import InputError, SamrsError
-from .pipeline import maybe_compile_decoder
+from .window_segmenter import maybe_compile_decoder
 from .settings import SegmentOptions
 from .progress import Progress, ProgressSlice
 from .samrs_format import coco_dataset, write_json_atomic

@@ -6,7 +6,7 @@ from samrs.samrs_qgis.backends.base import Backend
 from samrs.samrs_qgis.backends.compile_verdict import MEASURE_MIN_BOXES, CompileVerdict
 from samrs.samrs_qgis.backends.grabcut import GrabCutBackend
 from samrs.samrs_qgis.errors import InputError
-from samrs.samrs_qgis.pipeline import maybe_compile_decoder
+from samrs.samrs_qgis.window_segmenter import maybe_compile_decoder
 from samrs.samrs_qgis.settings import BACKENDS, SegmentOptions
 from support import RecordingProgress
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from samrs.samrs_qgis import pipeline
+from samrs.samrs_qgis import window_segmenter
 from samrs.samrs_qgis.backends import compile_verdict as verdicts
 from samrs.samrs_qgis.backends.sam import SamBackend
 from samrs.samrs_qgis.boxes import read_box_file
 from samrs.samrs_qgis.errors import Cancelled
-from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob, maybe_compile_decoder
+from samrs.samrs_qgis.pipeline import OutputPaths, SegmentJob
+from samrs.samrs_qgis.window_segmenter import maybe_compile_decoder
 from samrs.samrs_qgis.settings import SegmentOptions
 from support import RecordingProgress, pixel_box, synthetic_scene, write_boxes, write_raster
 
@@ -41,7 +42,7 @@ def scene(tmp_path):
 @pytest.fixture()
 def small_runs_measure(monkeypatch):
     """Measuring pays off from 2000 boxes; the scene has a few."""
-    monkeypatch.setattr(pipeline, "MEASURE_MIN_BOXES", 3)
+    monkeypatch.setattr(window_segmenter, "MEASURE_MIN_BOXES", 3)
 
 
 @pytest.fixture()

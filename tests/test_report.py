@@ -37,7 +37,7 @@ def random_features(seed, classes, n=60, score_none_share=0.15):
     rows = []
     for i in range(n):
         class_id = int(rng.integers(len(classes)))
-        status = str(rng.choice(STATUSES, p=[0.7, 0.1, 0.1, 0.1]))
+        status = str(rng.choice(STATUSES, p=[0.7, 0.1, 0.1, 0.05, 0.05]))
         ok = status == "ok"
         area = int(round(2 ** rng.uniform(0, 17.6))) if ok else 0
         score = None if rng.random() < score_none_share else float(rng.random())
@@ -223,7 +223,7 @@ def test_scores_out_of_range_and_unusual_rows(tmp_path):
     expected[0], expected[6], expected[19] = 1, 1, 1
     assert stats.score_histogram == expected and stats.scores_out_of_range == 2
     assert stats.instances_per_class == {0: 3} and stats.size_histogram == {3: 2, 8: 1}
-    assert stats.status_counts == {"ok": 4, "empty": 0, "outside": 0, "invalid": 0, "skipped": 1}
+    assert stats.status_counts == {"ok": 4, "empty": 0, "outside": 0, "invalid": 0, "failed": 0, "skipped": 1}
     assert len(stats.notes) == 3 and any("skipped" in n for n in stats.notes)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-STATUSES = ("ok", "empty", "outside", "invalid")
+from ..boxes import STATUSES
+
 SCORE_BINS = 20
 PIXEL_SOURCE_RASTER = "class rasters"
 PIXEL_SOURCE_AREA = "area_px"
