@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingParameterDefinition
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingParameterDefinition, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString)
 from qgis.PyQt.QtGui import QIcon
 
+from ..samrs_qgis.cluster import ClusterSpec
 from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.settings import SEGMENT_SETTINGS, make_options, settings_for
 from .qgis_adapters import engine_errors
@@ -106,3 +108,26 @@ class SegmentSettings:
     def check(self, parameters, context) -> Optional[str]:
         self.segment_options(parameters, context)
         return None
+
+
+class ClusterParameters:
+    """Mixin for algorithms that can run on a Dask cluster: the advanced parameters WORKERS and SCHEDULER and
+    the :class:`ClusterSpec` they give."""
+
+    WORKERS = "WORKERS"
+    SCHEDULER = "SCHEDULER"
+
+    def add_cluster_parameters(self) -> None:
+        self.add_advanced(QgsProcessingParameterNumber(
+            self.WORKERS, "Dask: local worker processes (0: none; needs dask and distributed)", minValue=0,
+            defaultValue=0))
+        self.add_advanced(QgsProcessingParameterString(
+            self.SCHEDULER, "Dask: an existing cluster's scheduler (tcp://host:8786 or a scheduler file)",
+            optional=True))
+
+    def cluster_spec(self, parameters, context) -> ClusterSpec:
+        """The cluster the parameters name (none by default); an InputError for a contradictory choice."""
+        spec = ClusterSpec(self.parameterAsInt(parameters, self.WORKERS, context),
+                           self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None)
+        spec.check()
+        return spec

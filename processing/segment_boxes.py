@@ -1,6 +1,6 @@
 """``samrs:segmentboxes`` — Segment detection boxes with SAM.
 
-Maps Processing parameters onto :class:`samrs_qgis.pipeline.SegmentJob`; all checks and work are the engine's.
+Maps Processing parameters onto :func:`samrs_qgis.pipeline.segment_boxes`; all checks and work are the engine's.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from ..samrs_qgis.boxes import STATUSES
 from ..samrs_qgis.errors import InputError
-from ..samrs_qgis.pipeline import OutputPaths, SegmentJob
+from ..samrs_qgis.pipeline import OutputPaths, segment_boxes
 from ..samrs_qgis.settings import not_sam_note
-from .base import SamrsAlgorithm, SegmentSettings
+from .base import ClusterParameters, SamrsAlgorithm, SegmentSettings
 from .qgis_adapters import FeedbackProgress, box_source_from_qgis, layer_file, raster_layer_path
 
 
@@ -45,12 +45,16 @@ polygon output, named after it: <i>&lt;polygons&gt;_preview.png</i>, the whole r
 class colour (longest side 1200 px, or the raster's own size when smaller), and <i>&lt;polygons&gt;_worst.png</i>,
 a contact sheet of the 16 lowest-scoring masks (GrabCut masks, which have no score, by instance id). Their paths
 are the outputs OUTPUT_PREVIEW and OUTPUT_CONTACT_SHEET.</p>
+<p><b>Dask</b> (advanced, needs dask and distributed): <i>local worker processes</i> start a cluster on this
+machine, an existing cluster's <i>scheduler</i> uses that; groups of neighbouring windows are segmented by the
+workers (each loads the model once and reads the raster itself, so the raster must be at the same path for every
+worker) and written here in order: the outputs are those of a run without a cluster.</p>
 <p>Loaded into the project, the outputs form one group "SAMRS &lt;raster&gt;" directly above the raster:
 masks, classes, instances.</p>"""
 
 
 
-class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
+class SegmentBoxesAlgorithm(ClusterParameters, SegmentSettings, SamrsAlgorithm):
     NAME = "segmentboxes"
     DISPLAY_NAME = "Segment detection boxes with SAM"
     HELP = HELP
@@ -73,6 +77,7 @@ class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.PREVIEW, "Draw PNG previews beside the mask polygons (overview, lowest-scoring masks)",
             defaultValue=False))
+        self.add_cluster_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_INSTANCES, "Instance raster", optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -109,10 +114,8 @@ class SegmentBoxesAlgorithm(SegmentSettings, SamrsAlgorithm):
             raise InputError(
                 "The preview draws the mask polygons, but no mask polygon output was asked for. Give a Mask "
                 "polygons output (OUTPUT_POLYGONS), or turn the preview off.")
-        job = SegmentJob(raster, box_source_from_qgis(source, name, layer_file(box_layer)), outputs, options,
-                         FeedbackProgress(feedback))
-        job.prepare()
-        summary = job.run()
+        summary = segment_boxes(raster, box_source_from_qgis(source, name, layer_file(box_layer)), outputs, options,
+                                FeedbackProgress(feedback), cluster=self.cluster_spec(parameters, context))
         feedback.pushInfo(summary.describe())
         note = not_sam_note(summary.backend)
         if note:

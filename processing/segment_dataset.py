@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterBoolean, QgsProcessingParameterFile,
-                       QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterString)
+                       QgsProcessingParameterFolderDestination)
 
-from ..samrs_qgis.cluster import ClusterSpec
 from ..samrs_qgis.errors import InputError
 from ..samrs_qgis.settings import ANNOTATION_SETTINGS, BOX_LAYER, not_sam_note
-from .base import SamrsAlgorithm, SegmentSettings
+from .base import ClusterParameters, SamrsAlgorithm, SegmentSettings
 from .qgis_adapters import FeedbackProgress
 
 MAX_FAILURES_SHOWN = 50
@@ -38,7 +36,7 @@ existing cluster, whose workers must reach the output folder at the same path. T
 without a cluster.</p>"""
 
 
-class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
+class SegmentDatasetAlgorithm(ClusterParameters, SegmentSettings, SamrsAlgorithm):
     NAME = "segmentdataset"
     DISPLAY_NAME = "Segment a detection dataset"
     HELP = HELP
@@ -46,8 +44,6 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
     IMAGES = "IMAGES"
     ANNOTATIONS = "ANNOTATIONS"
     RECURSIVE = "RECURSIVE"
-    WORKERS = "WORKERS"
-    SCHEDULER = "SCHEDULER"
     OUTPUT = "OUTPUT"
     SETTINGS_EXCLUDE = (BOX_LAYER,)  # each image's annotations are its box layer
 
@@ -60,12 +56,7 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.RECURSIVE, "Include images in subfolders", defaultValue=False))
         self.add_settings()
-        self.add_advanced(QgsProcessingParameterNumber(
-            self.WORKERS, "Dask: local worker processes (0: none; needs dask and distributed)", minValue=0,
-            defaultValue=0))
-        self.add_advanced(QgsProcessingParameterString(
-            self.SCHEDULER, "Dask: an existing cluster's scheduler (tcp://host:8786 or a scheduler file)",
-            optional=True))
+        self.add_cluster_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
         self.addOutput(QgsProcessingOutputFile("MANIFEST", "Manifest (manifest.json)"))
         self.addOutput(QgsProcessingOutputFile("COCO", "COCO instances (coco_instances.json)"))
@@ -88,9 +79,7 @@ class SegmentDatasetAlgorithm(SegmentSettings, SamrsAlgorithm):
             raise InputError("Give an output folder.")
         reading = self.table_values(parameters, context, ANNOTATION_SETTINGS)
         options = self.segment_options(parameters, context)
-        cluster = ClusterSpec(self.parameterAsInt(parameters, self.WORKERS, context),
-                              self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None)
-        cluster.check()
+        cluster = self.cluster_spec(parameters, context)
         summary = segment_dataset(images, annotations, output, options, dataset=reading["dataset"],
                                   progress=FeedbackProgress(feedback), annotation_format=reading["annotation_format"],
                                   recursive=self.parameterAsBoolean(parameters, self.RECURSIVE, context),

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "renderer (needs PyQGIS; no display needed)")
     seg.add_argument("--layer", help="layer name inside BOXES when it holds several")
     add_setting_options(seg)
+    add_cluster_options(seg, "the raster")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sds = commands.add_parser(
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_options(sds, table=ANNOTATION_SETTINGS)
     sds.add_argument("--recursive", action="store_true", help="include images in subfolders")
     add_setting_options(sds, exclude=(BOX_LAYER,))
-    add_cluster_options(sds)
+    add_cluster_options(sds, "the images and the output folder")
     sds.add_argument("--quiet", action="store_true", help="no progress bar")
 
     imp = commands.add_parser(
@@ -312,7 +313,8 @@ def _segment(args) -> int:
         draw = _preview_drawer()  # before the run: no QGIS, no run
     progress = BarProgress(quiet=args.quiet)
     try:
-        summary = segment_boxes(args.raster, read_box_file(args.boxes, args.layer), outputs, options, progress)
+        summary = segment_boxes(args.raster, read_box_file(args.boxes, args.layer), outputs, options, progress,
+                                cluster=_cluster_spec(args))
     finally:
         progress.close()
     print(summary.describe())
@@ -346,14 +348,15 @@ def _preview_drawer():
 
 # -- segment-dataset ------------------------------------------------------------------------------
 
-def add_cluster_options(parser) -> None:
+def add_cluster_options(parser, shared: str) -> None:
+    """--workers, --scheduler, --threads-per-worker; ``shared``: what every worker must reach at the same path."""
     group = parser.add_argument_group("running on a Dask cluster (needs dask and distributed)")
     group.add_argument("--workers", type=int, default=0, metavar="N",
                        help="start a local cluster of N worker processes (one per GPU on a machine with several); "
                             "each loads the model once")
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="use an existing Dask cluster: its scheduler's address (tcp://host:8786) or scheduler "
-                            "file; the output folder must be reachable from every worker at the same path")
+                            f"file; {shared} must be reachable from every worker at the same path")
     group.add_argument("--threads-per-worker", type=int, default=None, metavar="T",
                        help="compute threads of each local worker (default: the cores shared among the workers)")
 

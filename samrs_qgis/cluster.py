@@ -23,6 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
+from .backends.base import Backend
 from .errors import BackendUnavailableError, InputError
 from .progress import Progress
 
@@ -195,6 +196,39 @@ def worker_backend(options):
     return _BACKENDS[key]
 
 
+def backend_facts(options) -> Dict[str, object]:
+    """What the client needs to know of the backend ``options`` name, from the worker that loaded it: its
+    description, device, frame size and batch, and the notes and remarks for the user. Raises the backend's
+    own error (a missing checkpoint, a prompt mode it does not take) on the client."""
+    backend = worker_backend(options)
+    backend.check_prompt_mode(options.prompt)
+    return {"name": backend.name, "description": backend.describe(), "device": backend.device,
+            "device_name": backend.device_name, "input_size": backend.input_size,
+            "preferred_batch": backend.preferred_batch, "notes": tuple(backend.notes),
+            "remarks": tuple(backend.remarks)}
+
+
+class ClusterBackend(Backend):
+    """The backend of a cluster's workers as the client sees it (:func:`backend_facts`): enough to plan
+    windows and to say in the outputs what computed them. It computes nothing in the client."""
+
+    def __init__(self, facts: Dict[str, object]):
+        self.name = str(facts["name"])
+        self.description = str(facts["description"])
+        self.device = str(facts["device"])
+        self.device_name = str(facts["device_name"])
+        self.input_size = int(facts["input_size"])
+        self.preferred_batch = int(facts["preferred_batch"])
+        self.notes = tuple(facts["notes"])
+        self.remarks = tuple(facts["remarks"])
+
+    def check_prompt_mode(self, prompt: str) -> None:
+        """Checked by the worker that loaded the backend (:func:`backend_facts`)."""
+
+    def describe(self) -> str:
+        return self.description
+
+
 def segment_image(work, image) -> Tuple[dict, str]:
     """The task of one image: ``work`` (:class:`.dataset_image.ImageWork`) done for ``image`` with this worker's
     backend; (the manifest entry, the backend's description or "" when none was needed)."""
@@ -208,11 +242,11 @@ def segment_image(work, image) -> Tuple[dict, str]:
     return entry, used[0].describe() if used else ""
 
 
-def failure_reason(exc: BaseException) -> Optional[str]:
-    """Why an image's task ended without an answer when it is the cluster's doing (its workers died), else
-    None (the task's own error)."""
+def failure_reason(exc: BaseException, task: str = "image") -> Optional[str]:
+    """Why a task (of an ``image``, a ``window group``) ended without an answer when it is the cluster's doing
+    (its workers died), else None (the task's own error)."""
     distributed = import_distributed()
     if isinstance(exc, distributed.KilledWorker):
-        return ("the Dask worker processing it died each time it was tried (killed, or out of memory): the image "
+        return (f"the Dask worker processing it died each time it was tried (killed, or out of memory): the {task} "
                 "was given up")
     return None

@@ -20,6 +20,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .boxes import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, BoxSource, PixelBox
+from .cluster import ClusterSpec
 from .georef import UNDEFINED_CARTESIAN_WKT
 from .progress import Progress
 from .raster_output import InstanceCanvas, write_rasters
@@ -288,8 +289,14 @@ class SegmentJob:
 
 
 def segment_boxes(raster_path: str, boxes: BoxSource, outputs: OutputPaths,
-                  options: SegmentOptions = SegmentOptions(), progress: Optional[Progress] = None) -> RunSummary:
-    """Check inputs, then segment every box of ``boxes`` over ``raster_path`` and write ``outputs``."""
+                  options: SegmentOptions = SegmentOptions(), progress: Optional[Progress] = None,
+                  cluster: Optional[ClusterSpec] = None) -> RunSummary:
+    """Check inputs, then segment every box of ``boxes`` over ``raster_path`` and write ``outputs``; ``cluster``:
+    with the windows segmented by Dask workers (see :mod:`.cluster_windows`), into the same files."""
+    if cluster is not None and cluster.enabled:
+        from .cluster_windows import segment_on_cluster
+
+        return segment_on_cluster(raster_path, boxes, outputs, cluster, options, progress)
     job = SegmentJob(raster_path, boxes, outputs, options, progress)
     job.prepare()
     return job.run()

@@ -94,6 +94,21 @@ class RasterInput:
                                    or np.dtype(ds.dtypes[self.bands[0] - 1]).kind == "f")
         self.stretch: Stretch = compute_stretch(ds, self.bands, stretch)
 
+    # -- sent to another process (a cluster's worker) ----------------------------------------------
+    def __getstate__(self) -> dict:
+        """Everything but the open dataset: the receiving process opens the same file again (it must see it
+        at the same path) and keeps the sender's band choice and stretch."""
+        return {k: v for k, v in self.__dict__.items() if k != "dataset"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        try:
+            self.dataset = open_raster(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(f"Raster '{self.path}' cannot be opened here ({exc}): a cluster's workers read the "
+                             "raster themselves, so give a path that every worker reaches (a shared file "
+                             "system) at the same place.") from exc
+
     # -- geometry ---------------------------------------------------------------------------------
     @property
     def width(self) -> int:

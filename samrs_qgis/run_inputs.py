@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .backends import make_backend
 from .backends.base import Backend
@@ -98,9 +98,10 @@ def instance_ids(features: Sequence[BoxFeature], id_field: Optional[str]) -> Lis
 
 
 def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, options: SegmentOptions,
-                backend: Optional[Backend] = None, progress=None) -> PreparedRun:
-    """Check all inputs and place the boxes; load the backend the options name unless ``backend`` is given
-    (its notes, e.g. why it runs on the CPU, go to ``progress``).
+                backend: Optional[Backend] = None, progress=None,
+                load_backend: Callable[[SegmentOptions, object], Backend] = make_backend) -> PreparedRun:
+    """Check all inputs and place the boxes; then, unless ``backend`` is given, load the backend the options name
+    with ``load_backend(options, progress)`` (its notes, e.g. why it runs on the CPU, go to ``progress``).
 
     Raises :class:`InputError` naming the input at fault. The box features' map geometries are dropped
     (only their pixel-space polygons are used from here on).
@@ -113,7 +114,7 @@ def prepare_run(raster_path: str, source: BoxSource, outputs: OutputPaths, optio
     try:
         boxes, catalog = _place_boxes(raster_path, raster, source, options)
         if backend is None:
-            backend = make_backend(options, progress)
+            backend = load_backend(options, progress)
         backend.check_prompt_mode(options.prompt)  # a backend given by the caller may be another than options say
     except BaseException:
         raster.close()

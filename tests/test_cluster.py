@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import cluster_tasks
 import support
 import tools_data as td
 from conftest import PLUGINS_DIR, REPO
@@ -22,7 +23,7 @@ from samrs.samrs_qgis import cluster as cluster_module
 from samrs.samrs_qgis import dataset as dataset_module
 from samrs.samrs_qgis.cluster import ClusterSpec, local_workers
 from samrs.samrs_qgis.dataset import segment_dataset
-from samrs.samrs_qgis.dataset_image import BOX_LAYER, ImageWork
+from samrs.samrs_qgis.dataset_image import BOX_LAYER
 from samrs.samrs_qgis.errors import InputError
 from samrs.samrs_qgis.progress import Progress
 from samrs.samrs_qgis.settings import SegmentOptions
@@ -142,20 +143,11 @@ def test_a_worker_killed_mid_image_is_replaced_and_the_files_are_the_same(datase
     same_files(local, root / "killed")
 
 
-class KillsItsWorker(ImageWork):
-    """Image "c" ends the worker process that segments it (as a crash or the out-of-memory killer would)."""
-
-    def process(self, image, progress, backend):
-        if image.stem == "c":
-            os._exit(1)
-        return super().process(image, progress, backend)
-
-
 def test_an_image_that_kills_every_worker_is_failed_and_the_run_goes_on(dataset, monkeypatch):
     import dask
 
     root, images, labels, _ = dataset
-    monkeypatch.setattr(dataset_module, "ImageWork", KillsItsWorker)
+    monkeypatch.setattr(dataset_module, "ImageWork", cluster_tasks.KillsItsWorker)
     progress = Watch()
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         summary = segment_dataset(str(images), str(labels), str(root / "deadly"), OPTIONS, progress=progress,
