@@ -94,12 +94,36 @@ def _gpu_count() -> int:
 
 
 @contextlib.contextmanager
+def worker_interpreter() -> Iterator[None]:
+    """Local workers are started (and restarted) with the interpreter that runs this process. Inside QGIS
+    ``sys.executable``, which multiprocessing starts, is often not it (QGIS itself on Windows and macOS, whatever
+    ``python3`` is first on PATH on Linux): the running Python is then found (:func:`.environment.interpreter.
+    qgis_python`) and set for multiprocessing while the cluster lives."""
+    import multiprocessing
+    import multiprocessing.spawn
+    from pathlib import Path
+
+    from .environment.interpreter import is_running_python, qgis_python
+
+    before = multiprocessing.spawn.get_executable()
+    if before and is_running_python(Path(os.fsdecode(before))):
+        yield
+        return
+    multiprocessing.set_executable(qgis_python())
+    try:
+        yield
+    finally:
+        multiprocessing.set_executable(os.fsdecode(before) if before else "")
+
+
+@contextlib.contextmanager
 def connect(spec: ClusterSpec, progress: Progress) -> Iterator[object]:
     """A ``distributed.Client`` of the cluster ``spec`` names (a local one is started here and stopped at the end);
     an InputError within seconds for a scheduler that does not answer."""
     spec.check()
     distributed = import_distributed()
     cluster = None
+    interpreter = contextlib.ExitStack()  # the workers' interpreter, kept while the cluster may (re)start them
     try:
         if spec.scheduler:
             target = spec.scheduler
@@ -111,6 +135,7 @@ def connect(spec: ClusterSpec, progress: Progress) -> Iterator[object]:
                                  "the address (tcp://host:8786) or the scheduler file, that the scheduler runs, and "
                                  "that this machine can reach it.") from exc
         else:
+            interpreter.enter_context(worker_interpreter())
             workers = local_workers(spec.workers, os.cpu_count() or 1, _gpu_count(), spec.threads)
             # on this machine only: the scheduler, the workers and the dashboard listen on the loopback address
             scheduler = {"cls": distributed.Scheduler,
@@ -139,6 +164,7 @@ def connect(spec: ClusterSpec, progress: Progress) -> Iterator[object]:
     finally:
         if cluster is not None:
             cluster.close()
+        interpreter.close()
 
 
 def check_shared_folder(client, folder: str) -> None:

@@ -89,6 +89,26 @@ def test_two_workers_write_the_files_of_a_local_run(scene):
     same_outputs(local, on_cluster)
 
 
+def test_qgis_process_runs_the_windows_on_local_workers(scene, qgis_process):
+    """Inside QGIS ``sys.executable`` is not the interpreter QGIS runs (here: the first ``python3`` on PATH); the
+    workers are started with the right one all the same, and the outputs are those of a local run."""
+    import json
+
+    root, raster, boxes = scene
+    runs = {}
+    for name, workers in (("qgis-local", 0), ("qgis-two", 2)):
+        out = outputs_in(root / name)
+        proc = qgis_process("--json", "run", "samrs:segmentboxes", "--", f"INPUT={raster}", f"BOXES={boxes}",
+                            "BACKEND=1", f"WINDOW_SIZE={WINDOW}", "EMBEDDING_CACHE=false", f"WORKERS={workers}",
+                            f"OUTPUT_INSTANCES={out.instances}", f"OUTPUT_SEMANTIC={out.semantic}",
+                            f"OUTPUT_POLYGONS={out.polygons}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[name] = (out, json.loads(proc.stdout[proc.stdout.find("{"):])["results"])
+    (local, local_results), (two, two_results) = runs["qgis-local"], runs["qgis-two"]
+    assert two_results["OK_COUNT"] == local_results["OK_COUNT"] >= 70 and two_results["FAILED_COUNT"] == 0
+    same_outputs(local, two)
+
+
 def test_the_tiny_sam_on_two_workers_from_the_command_line(scene, tiny_sam_checkpoint):
     """The CLI's ``segment --workers 2`` with a real SAM checkpoint, loaded once by each worker."""
     from conftest import PLUGINS_DIR

@@ -44,15 +44,21 @@ def _candidates() -> Iterable[Path]:
             yield Path("/usr/bin") / name
 
 
-def reports_version(path: Path, version=None) -> bool:
-    """Whether the program at ``path`` is a Python of ``version`` (major, minor; the running one's by default)."""
-    want = tuple((version or sys.version_info)[:2])
+def is_running_python(path: Path) -> bool:
+    """Whether the program at ``path`` is the running Python: its version, made from the same installation (same
+    base prefix: another Python of that version, e.g. a pyenv shim found first on PATH, cannot load this one's
+    standard library extensions)."""
+    want = tuple(sys.version_info[:2])
     try:
-        out = subprocess.run([str(path), "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
-                             capture_output=True, text=True, timeout=30, env=_clean_env())
+        out = subprocess.run([str(path), "-c", "import sys; print(sys.version_info[0], sys.version_info[1]); "
+                              "print(sys.base_prefix)"], capture_output=True, text=True, timeout=30, env=_clean_env())
     except (OSError, subprocess.SubprocessError):
         return False
-    return out.returncode == 0 and tuple(int(v) for v in out.stdout.split()[:2]) == want
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) < 2:
+        return False
+    same_base = os.path.realpath(lines[1].strip()) == os.path.realpath(sys.base_prefix)
+    return tuple(int(v) for v in lines[0].split()[:2]) == want and same_base
 
 
 def _clean_env() -> dict:
@@ -73,7 +79,7 @@ def qgis_python() -> str:
         if text in tried:
             continue
         tried.append(text)
-        if path.is_file() and reports_version(path):
+        if path.is_file() and is_running_python(path):
             return text
     raise BackendUnavailableError(
         f"The Python interpreter of this QGIS (Python {sys.version_info[0]}.{sys.version_info[1]}) was not found "
