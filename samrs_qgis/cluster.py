@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 from .backends.base import Backend
-from .errors import BackendUnavailableError, InputError
+from .errors import InputError, missing_packages
 from .progress import Progress
 
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer in this time is reported
@@ -65,10 +65,11 @@ def import_distributed():
     try:
         import distributed
     except ImportError as exc:
-        raise BackendUnavailableError(
-            f"Running on a cluster needs Dask's distributed package, which cannot be imported here ({exc}). Install "
-            "it under the constraints (`pip install -c requirements/constraints.txt dask distributed`; `make setup` "
-            "does), or run without --workers/--scheduler.") from exc
+        import importlib.util
+
+        profile = "full" if importlib.util.find_spec("torch") else "light"  # both install it; keep what is there
+        raise missing_packages("Running on a cluster needs Dask's distributed package (or run without "
+                               "--workers/--scheduler, WORKERS/SCHEDULER)", exc, profile) from exc
     return distributed
 
 

@@ -237,11 +237,13 @@ def test_the_full_profile_resolves_without_replacing_qgis_packages(tmp_path, cap
                  "--torch-index-url", ""]) == 0
     reports = [Path(line.split(": ", 1)[1]) for line in capsys.readouterr().out.splitlines()
                if line.startswith("pip report: ")]
-    assert len(reports) == 2  # torch's step and the SAM packages' (SAM 2 is built once torch is installed)
+    # torch's step, the SAM packages' and Dask's (SAM 2 is built once torch is installed)
+    assert [r.name for r in reports] == [f"samrs-dry-run-step{k}.json" for k in (1, 2, 4)]
     resolved = [{item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(r.read_text())
                  ["install"]} for r in reports]
     assert resolved[0]["torch"] == "2.14.1" and resolved[0]["torchvision"] == "0.29.1"
     assert {"segment-anything", "segment-anything-hq", "opencv-python-headless", "hydra-core"} <= set(resolved[1])
+    assert resolved[2]["distributed"] == resolved[2]["dask"] == "2026.8.0"
     everything = {name for r in resolved for name in r}
     assert not everything & {"numpy", "gdal", "pyqt5", "pyproj", "shapely", "rasterio", "fiona", "scipy"}
     assert not (environment / status.RECORD_NAME).exists()  # nothing installed: no record of an install

@@ -265,6 +265,7 @@ def test_installdependencies_installs_the_light_profile(light_home):
     assert results["ENVIRONMENT"] == str(environment)
     assert "ONNX Runtime 1.32.0" in results["STATUS"] and "ran a tiny graph" in results["STATUS"]
     assert "OpenCV" in results["STATUS"] and "torch: not installed" in results["STATUS"]
+    assert "Dask distributed: 2026.8.0" in results["STATUS"] or "Dask distributed 2026.8.0" in results["STATUS"]
     assert json.loads((environment / "samrs-environment.json").read_text())["profile"] == "light"
     assert "Successfully installed" in Path(results["LOG"]).read_text()
 
@@ -291,6 +292,17 @@ def test_segmentboxes_runs_an_onnx_pair_with_only_the_managed_environment(instal
     runtime = [p for p in opened if "/onnxruntime/" in p]
     assert runtime and all(p.startswith(f"{light_home.home}/") for p in runtime)
     assert not [p for p in opened if "/torch/" in p]
+    # the same on two local Dask workers: distributed from the managed environment, the workers started with
+    # the interpreter QGIS runs and the plugin's paths
+    two = installed.tmp / "light_sam_two"
+    two.mkdir()
+    results, opened = run_installed(
+        installed, "light_sam_two", "samrs:segmentboxes", f"INPUT={REPO / 'demo' / 'OSBS_029.tif'}",
+        f"BOXES={demo_boxes}", f"BACKEND={SAM}", f"CHECKPOINT={pair.encoder}", "DEVICE=1", "WORKERS=2",
+        f"OUTPUT_POLYGONS={two / 'masks.gpkg'}", env=light_home.env, modules=["samrs_qgis/cluster_windows.py"])
+    assert "ONNX Runtime" in results["BACKEND_USED"]
+    assert [p for p in opened if "/distributed/" in p][0].startswith(f"{light_home.home}/")
+    assert read_features(two / "masks.gpkg", layer="masks") == read_features(out / "masks.gpkg", layer="masks")
 
 
 def test_downloadmodel_keeps_a_verified_file_and_refuses_a_wrong_one(installed, tmp_path):

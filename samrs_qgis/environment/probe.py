@@ -155,7 +155,8 @@ def main(argv):
               "opencv": _component(lambda: check_opencv(run)),
               "segment_anything": _component(lambda: check_segment_anything(run)),
               "sam2": _component(check_module("sam2.build_sam", "sam2")),
-              "sam_hq": _component(check_module("segment_anything_hq", "segment-anything-hq"))}
+              "sam_hq": _component(check_module("segment_anything_hq", "segment-anything-hq")),
+              "distributed": _component(check_module("distributed", "distributed"))}
     print(json.dumps(report))
 
 

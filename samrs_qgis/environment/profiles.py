@@ -1,7 +1,8 @@
 """What each install profile puts into the managed environment, as pip steps.
 
 - ``light``: ONNX Runtime (its GPU build where an NVIDIA driver is present) and OpenCV: SAM through ONNX
-  Runtime (an exported or published ONNX pair) and GrabCut, no torch.
+  Runtime (an exported or published ONNX pair) and GrabCut, no torch. Both profiles add Dask's distributed
+  scheduler (a few MB of pure Python) for running on a cluster.
 - ``full``: torch and torchvision (the CUDA build matched to the driver, else the CPU build), segment-anything,
   SAM-HQ, SAM 2, OpenCV, and ONNX Runtime with onnx: every model file and ONNX pair the engine runs, plus
   ``export-onnx``.
@@ -24,6 +25,7 @@ SAM_PACKAGES = ("segment-anything==1.0", "segment-anything-hq==0.3", "timm==1.0.
                 "iopath==0.1.10")
 SAM2 = "sam2==1.1.0"  # a source distribution whose build imports torch
 ONNX_EXPORT = ("onnx==1.17.0", "ml_dtypes==0.4.1")  # export-onnx; newer ones want numpy 2
+DASK = ("dask==2026.8.0", "distributed==2026.8.0")  # running on a Dask cluster (WORKERS, SCHEDULER); pure Python
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def install_steps(profile: str, driver: Optional[NvidiaDriver], platform: str,
     build comes from (a mirror); an empty string means pip's configured index."""
     find_profile(profile)
     if profile == "light":
-        return [InstallStep("ONNX Runtime and OpenCV", (onnxruntime_package(driver, platform), OPENCV))], None
+        return [InstallStep("ONNX Runtime and OpenCV", (onnxruntime_package(driver, platform), OPENCV)),
+                InstallStep("Dask's distributed scheduler", DASK)], None
     build = torch_build(driver, platform)
     index = build.index_url if torch_index_url is None else (torch_index_url or None)
     steps = [
@@ -88,5 +91,6 @@ def install_steps(profile: str, driver: Optional[NvidiaDriver], platform: str,
                     options=("--no-build-isolation", "--no-deps"),
                     env={"SAM2_BUILD_CUDA": "0", "SAM2_BUILD_ALLOW_ERRORS": "0"},
                     pin_installed=("torch", "torchvision")),
+        InstallStep("Dask's distributed scheduler", DASK),
     ]
     return steps, build

@@ -19,7 +19,8 @@ RECORD_NAME = "samrs-environment.json"  # what a finished install recorded, in i
 # component -> (label, profiles that need it)
 COMPONENTS = {"torch": ("torch", ("full",)), "onnxruntime": ("ONNX Runtime", ("light", "full")),
               "opencv": ("OpenCV", ("light", "full")), "segment_anything": ("segment-anything", ("full",)),
-              "sam2": ("SAM 2", ("full",)), "sam_hq": ("SAM-HQ", ("full",))}
+              "sam2": ("SAM 2", ("full",)), "sam_hq": ("SAM-HQ", ("full",)),
+              "distributed": ("Dask distributed", ("light", "full"))}
 
 
 @dataclass
