@@ -12,7 +12,7 @@ planning and memory matter. The repository root is never put on ``sys.path`` (it
 folder shadows QGIS's package): the engine package is reached through a temporary folder holding a
 ``samrs_qgis`` link.
 
-Progress goes to stderr, the report to stdout. The whole run takes about 19 minutes on 2 cores.
+Progress goes to stderr, the report to stdout. The whole run takes about 22 minutes on 2 cores.
 """
 from __future__ import annotations
 
