@@ -258,3 +258,45 @@ def test_cancelling_a_cluster_run_stops_its_work_and_keeps_what_finished(dataset
     summary = segment_dataset(str(images), str(labels), str(out), OPTIONS, cluster=TWO_WORKERS)  # resumed
     assert summary.skipped == statuses.count("done") and summary.done + summary.skipped == len(STEMS)
     same_files(local, out)
+
+
+def readme_slurm_recipe() -> str:
+    """The Python block of the README's SLURM recipe."""
+    import textwrap
+
+    blocks = (REPO / "README.md").read_text().split("```python\n")[1:]
+    (block,) = [b.split("```")[0] for b in blocks if "SLURMCluster" in b]
+    return textwrap.dedent(block)
+
+
+def test_the_readme_slurm_recipe_with_dask_jobqueue(dataset, tmp_path, tiny_sam_checkpoint):
+    """The README's SLURM recipe as written, but for the site's paths and sizes, with dask-jobqueue's own
+    SLURMCluster; ``sbatch`` and ``scancel`` are stand-ins (tests/fake_slurm) that start the job scripts it writes
+    on this machine. The run gets the cluster's scheduler, the workers join and every image is done."""
+    pytest.importorskip("dask_jobqueue")
+    root, images, labels, _ = dataset
+    out, jobs = tmp_path / "out", tmp_path / "jobs"
+    recipe = readme_slurm_recipe()
+    for site, here in (("/shared/images", images), ("/shared/labels", labels), ("/shared/out", out),
+                       ("/shared/sam_vit_b_01ec64.pth", tiny_sam_checkpoint), ("/shared/samrs", REPO),
+                       ("cores=8", "cores=1"), ("jobs=10", "jobs=2"), ('memory="32GB"', 'memory="4GB"')):
+        assert site in recipe, site  # the README still says it
+        recipe = recipe.replace(site, str(here))
+    env = dict(os.environ, PATH=f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}",
+               FAKE_SLURM_DIR=str(jobs), PYTHONPATH=str(REPO))
+    try:
+        run = subprocess.run([sys.executable, "-c", recipe], env=env, cwd=str(tmp_path), capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    finally:
+        for pid in jobs.glob("*.pid"):  # the jobs end with the cluster; any left would outlive the test
+            subprocess.run(["scancel", pid.stem], env=env, check=False)
+    assert f"Images: {len(STEMS)} — {len(STEMS)} segmented, 0 already done, 0 failed" in run.stdout, run.stdout
+    assert "backend: SAM" in run.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["status"] for e in manifest["images"].values()} == {"done"}
+    scripts = sorted(jobs.glob("*.sh"))
+    assert len(scripts) == 2
+    script = scripts[0].read_text()
+    assert "#SBATCH --gres=gpu:1" in script and f"export PYTHONPATH={REPO}" in script
+    assert "distributed.cli.dask_worker" in script

@@ -163,3 +163,19 @@ def test_a_raster_the_workers_cannot_open_is_reported(scene, tmp_path):
         segment_boxes(raster, read_box_file(boxes), outputs_in(tmp_path / "o"), GRABCUT,
                       cluster=ClusterSpec(workers=2, scheduler="tcp://127.0.0.1:9"))
     assert not (tmp_path / "o" / "instances.tif").exists()
+
+
+def test_cancelling_stops_the_workers_and_leaves_no_output(scene, tmp_path):
+    import time
+
+    from samrs.samrs_qgis.errors import Cancelled
+
+    root, raster, boxes = scene
+    out = outputs_in(tmp_path / "cancelled")
+    progress = support.RecordingProgress(cancel_after=3)  # a few boxes written: mid-run
+    started = time.time()
+    with pytest.raises(Cancelled):
+        segment_boxes(raster, read_box_file(boxes), out, GRABCUT, progress, cluster=TWO_WORKERS)
+    assert time.time() - started < 120
+    assert 3 <= len(progress.fractions) < 81  # stopped well before the end
+    assert list((tmp_path / "cancelled").iterdir()) == []  # no output, no scratch file
