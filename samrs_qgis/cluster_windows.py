@@ -69,8 +69,8 @@ def segment_window_group(raster: RasterInput, options: SegmentOptions, group: Li
     """The task of one window group, on a worker: ``group`` is (plan, the run indices of its boxes) per window;
     ``raster`` arrives reopened here (:meth:`.raster_input.RasterInput.__setstate__`)."""
     recorder = _Recorder()
-    segmenter = WindowSegmenter(dask_cluster.worker_backend(options), options, recorder,
-                                raster.transform if polygons else None, run_boxes)
+    segmenter = WindowSegmenter(dask_cluster.worker_backend(options), options, recorder, raster.transform,
+                                run_boxes, polygons)
     masks: List[BoxMask] = []
     try:
         for plan, indices in group:

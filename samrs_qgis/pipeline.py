@@ -152,8 +152,8 @@ class WindowRunner:
     def _box_masks(self, polygons: bool) -> Iterator[BoxMask]:
         """Every usable box's mask (and polygon when ``polygons``), window by window in plan order."""
         prepared = self.prepared
-        segmenter = WindowSegmenter(prepared.backend, prepared.options, self.progress,
-                                    prepared.raster.transform if polygons else None, prepared.usable_boxes)
+        segmenter = WindowSegmenter(prepared.backend, prepared.options, self.progress, prepared.raster.transform,
+                                    prepared.usable_boxes, polygons)
         segmenter.timings = self.timings
         for plan, frame, valid in self._read_ahead():
             self.done_work += WINDOW_COST_IN_BOXES
@@ -168,8 +168,8 @@ class WindowRunner:
             self.empty.add(result.index)
         if writer:
             box = self.prepared.boxes[result.index - 1]
-            writer.write(result.index, box.feature.attributes, self._result_fields(box, result.score, area),
-                         result.polygon)
+            writer.write(result.index, box.feature.attributes,
+                         self._result_fields(box, result.score, area, result.note), result.polygon)
         self.timings["postprocess"] += time.perf_counter() - t0
         self.done_work += 1
         self.progress.set_fraction(0.95 * self.done_work / max(self.total_work, 1))
@@ -207,8 +207,11 @@ class WindowRunner:
                 yield plan, frame, valid
 
     # -- results --------------------------------------------------------------------------------------
-    def _result_fields(self, box: PixelBox, score: Optional[float], area: int) -> Dict:
+    def _result_fields(self, box: PixelBox, score: Optional[float], area: int, note: str = "") -> Dict:
+        """The feature's result fields; ``note``: what the polygon shaping could not do, the detail of an ok box."""
         status, detail = self.status_of(box)
+        if status == STATUS_OK and note:
+            detail = f"{detail}; {note}" if detail else note
         return {"instance_id": box.instance_id, "class_name": box.class_name, "class_id": box.class_id,
                 "score": score, "area_px": area, "status": status, "detail": detail}
 
@@ -237,7 +240,7 @@ class WindowRunner:
         write_rasters(canvas, {"width": ds.width, "height": ds.height, "crs": ds.crs,
                                "transform": prepared.raster.transform},
                       staged.instances, staged.semantic, instance_ids, classes, prepared.catalog.names,
-                      prepared.options.background, tags)
+                      prepared.options.background, tags, cog=prepared.options.cog)
 
 
 def run_prepared(prepared: PreparedRun, progress: Optional[Progress] = None) -> RunSummary:

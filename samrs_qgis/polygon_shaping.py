@@ -26,7 +26,7 @@ from shapely.geometry import MultiPolygon, Polygon, box as rectangle
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
-MIN_STEP_PX = 2.0  # regularise: edges shorter than this (pixels) are merged into their neighbours
+MIN_STEP_PX = 4.0  # regularise: steps shorter than this (pixels) are merged into their neighbours (mask noise)
 AREA_TOLERANCE = 0.10  # regularise: a part whose area would change by more than this fraction is left as traced
 OUTLINE_TOLERANCE_PX = 1.0  # regularise: pixel stairs within this of a straight edge are that edge
 RECTILINEAR_SHARE = 0.85  # regularise: edges within ANGLE_SLACK of the two directions hold this share of the outline
@@ -70,8 +70,31 @@ def shape_polygon(traced: MultiPolygon, shaping: PolygonShaping, limit: Polygon,
             shaped = as_multipolygon(smoothed)
     if shaping.simplify_px > 0:
         shaped = as_multipolygon(shaped.simplify(shaping.simplify_px, preserve_topology=True)) or shaped
+    if shaped is traced:  # nothing was changed: the traced polygon as it is
+        return traced, "; ".join(notes)
     clipped = as_multipolygon(shaped.intersection(limit))
     return (clipped if clipped is not None else traced), "; ".join(notes)
+
+
+def shape_in_map(polygon: MultiPolygon, shaping: PolygonShaping, transform: Affine, crop,
+                 box_polygon: Polygon) -> Tuple[MultiPolygon, str]:
+    """:func:`shape_polygon` for ``polygon`` in map coordinates, traced from ``crop`` (a :class:`.masks.MaskCrop`)
+    of a raster with geotransform ``transform``; ``box_polygon``: the box in pixel space.
+
+    Shaped in a frame of square pixels: map coordinates from the crop's corner, in units of the pixel size
+    (the square root of a pixel's area), so that right angles and orientations are those on the map (also for
+    rotated geotransforms and pixels that are not square) and distances are about pixels."""
+    pixel = math.sqrt(abs(transform.determinant))
+    ox, oy = transform * (crop.col, crop.row)
+    into_frame = [1 / pixel, 0, 0, 1 / pixel, -ox / pixel, -oy / pixel]
+    rows, cols = crop.mask.shape
+    frame = [affinity.affine_transform(g, into_frame)
+             for g in (polygon, to_map(crop_extent(crop.col, crop.row, rows, cols), transform),
+                       to_map(box_polygon, transform))]
+    shaped, note = shape_polygon(frame[0], shaping, frame[1], box_orientation(frame[2]))
+    if shaped is frame[0]:  # left as traced: not moved by the round trip through the frame
+        return polygon, note
+    return affinity.affine_transform(shaped, [pixel, 0, 0, pixel, ox, oy]), note
 
 
 def to_map(polygon: MultiPolygon, transform: Affine) -> MultiPolygon:
@@ -119,6 +142,8 @@ def regularise(polygon: MultiPolygon, box_angle: Optional[float]) -> Tuple[Multi
             left += 1
             done = part
         parts.append(done)
+    if left == len(parts):
+        return polygon, left
     merged = as_multipolygon(MultiPolygon(parts)) if len(parts) > 1 else MultiPolygon(parts)
     if merged is None or not merged.is_valid or len(merged.geoms) != len(parts):
         return polygon, len(polygon.geoms)  # regularised parts that would run into each other: none is changed

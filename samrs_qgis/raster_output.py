@@ -6,11 +6,14 @@ annotation order. The rule only compares areas, so the result does not depend on
 windows are processed.
 
 Masks are painted into an uncompressed tiled scratch GeoTIFF (GDAL's block cache bounds memory);
-the final files are copied from it block by block, tiled and DEFLATE-compressed.
+the final files are copied from it block by block, tiled and DEFLATE-compressed; as Cloud Optimized GeoTIFF on
+request (GDAL's COG driver copies them once more: overviews by mode resampling, so that an overview pixel holds
+an id or class that is there, not an average of ids).
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Dict, Optional
 
 import numpy as np
@@ -24,6 +27,9 @@ BLOCK = 512
 GDAL_CACHE_MB = 256
 CREATION = dict(driver="GTiff", tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
                 BIGTIFF="IF_SAFER")
+COG_CREATION = ["COMPRESS=DEFLATE", "PREDICTOR=YES", f"BLOCKSIZE={BLOCK}", "RESAMPLING=MODE", "OVERVIEWS=AUTO",
+                "BIGTIFF=IF_SAFER"]
+PLAIN_SUFFIX = ".plain.tif"  # a raster written before it is copied as COG (beside it, removed once copied)
 
 
 class InstanceCanvas:
@@ -65,13 +71,16 @@ def semantic_dtype(max_class_id: int, background: int) -> str:
 
 def write_rasters(canvas: InstanceCanvas, profile: Dict, instance_path: Optional[str],
                   semantic_path: Optional[str], instance_ids: np.ndarray, class_of_index: np.ndarray,
-                  class_names: Dict[int, str], background: int, tags: Dict[str, str]) -> None:
-    """Copy the canvas to the final rasters.
+                  class_names: Dict[int, str], background: int, tags: Dict[str, str], cog: bool = False) -> None:
+    """Copy the canvas to the final rasters (``cog``: as Cloud Optimized GeoTIFF).
 
     ``instance_ids[i]`` is the instance id (uint32) written for run index ``i`` (index 0 -> 0);
     ``class_of_index[i]`` the class id for run index ``i`` (index 0 -> ``background``).
     ``profile`` carries the input grid: ``width``, ``height``, ``crs``, ``transform``.
     """
+    finals = [p for p in (instance_path, semantic_path) if p]
+    if cog:
+        instance_path, semantic_path = (p + PLAIN_SUFFIX if p else None for p in (instance_path, semantic_path))
     outputs = []
     if instance_path:
         outputs.append((instance_path, instance_ids.astype(np.uint32), "uint32", 0))
@@ -102,6 +111,23 @@ def write_rasters(canvas: InstanceCanvas, profile: Dict, instance_path: Optional
             ds.close()
     if semantic_path:
         _write_category_names(semantic_path, class_names, background)
+    if cog:
+        for final in finals:
+            copy_as_cog(final + PLAIN_SUFFIX, final)
+
+
+def copy_as_cog(plain: str, target: str) -> None:
+    """``plain`` (a GeoTIFF, with its .aux.xml) copied to ``target`` as Cloud Optimized GeoTIFF, then removed.
+    Tags, colour table and category names go along."""
+    from osgeo import gdal
+
+    copied = gdal.Translate(target, plain, format="COG", creationOptions=COG_CREATION)
+    if copied is None:
+        raise OSError(f"GDAL could not write '{target}' as Cloud Optimized GeoTIFF: {gdal.GetLastErrorMsg()}")
+    copied = None  # closed: written
+    for path in (plain, plain + ".aux.xml"):
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _write_category_names(path: str, class_names: Dict[int, str], background: int) -> None:

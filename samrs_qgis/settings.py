@@ -38,7 +38,8 @@ CHOICE, BOOL, INT, FLOAT, FILE, FOLDER, FIELD, BANDS, NAMES = (
     "choice", "bool", "int", "float", "file", "folder", "field", "bands", "names")
 
 # Groups: the CLI's help sections; commands leave out groups they set themselves.
-MODEL, POSTPROCESSING, DATA, BOX_LAYER = "model", "mask post-processing", "data", "box layer"
+MODEL, POSTPROCESSING, POLYGONS, DATA, BOX_LAYER = (
+    "model", "mask post-processing", "polygon post-processing", "data", "box layer")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,28 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
             noun="minimum island area"),
     Setting("keep_largest", BOOL, False, "Keep only the largest part of each mask",
             "keep only each mask's largest part", POSTPROCESSING),
+    Setting("min_hole_px", INT, 0, "Fill mask holes smaller than (raster pixels; 0: none)",
+            "fill holes of fewer than this many raster pixels in each mask (0: none)", POSTPROCESSING, minimum=0,
+            noun="minimum hole area"),
+    Setting("min_island_area", FLOAT, 0.0, "Remove mask parts smaller than (map units²; 0: keep all)",
+            "drop mask parts smaller than this area in the raster's map units squared (m² for a projected CRS; "
+            "0: keep all); with the pixel threshold too, the larger one counts", POSTPROCESSING, minimum=0,
+            advanced=True, noun="minimum island area in map units"),
+    Setting("min_hole_area", FLOAT, 0.0, "Fill mask holes smaller than (map units²; 0: none)",
+            "fill holes smaller than this area in the raster's map units squared (0: none); with the pixel "
+            "threshold too, the larger one counts", POSTPROCESSING, minimum=0, advanced=True,
+            noun="minimum hole area in map units"),
+    Setting("regularise", BOOL, False, "Regularise polygons (buildings: straight, right-angled walls)",
+            "snap each polygon's edges to its dominant orientation (the rotated box's, else its outline's) and the "
+            "perpendicular, merging short steps; shapes that are not rectilinear are left as traced and say so in "
+            "detail", POLYGONS),
+    Setting("smooth_px", FLOAT, 0.0, "Smooth polygons (radius, raster pixels; 0: off)",
+            "round each polygon's pixel stairs and corners (a closing then an opening with a disc of this radius in "
+            "raster pixels; parts narrower than twice it go; 0: off), for natural objects", POLYGONS, minimum=0,
+            noun="smoothing radius"),
+    Setting("simplify_px", FLOAT, 0.0, "Simplify polygons (tolerance, raster pixels; 0: off)",
+            "simplify each polygon (Douglas-Peucker, topology-preserving: parts and holes never cross) with this "
+            "tolerance in raster pixels (0: off)", POLYGONS, minimum=0, noun="simplification tolerance"),
     Setting("device", CHOICE, "auto", "Device",
             "auto: a CUDA GPU when torch can use one, else an Apple GPU (mps), else the CPU; cuda: the first card "
             "(cuda:N on the command line for another)", MODEL,
@@ -180,6 +203,9 @@ SEGMENT_SETTINGS: Tuple[Setting, ...] = (
     Setting("window_size", INT, 1024, "Window size (pixels)", "window side in raster pixels (native resolution)",
             DATA, advanced=True, minimum=64,
             noun="window size"),
+    Setting("cog", BOOL, False, "Write the rasters as Cloud Optimized GeoTIFF",
+            "write the instance and semantic rasters as Cloud Optimized GeoTIFF: tiled, DEFLATE-compressed, with "
+            "overviews (mode resampling: ids stay ids), colour table and class names kept", DATA, advanced=True),
 )
 
 MATCHING = "matching"

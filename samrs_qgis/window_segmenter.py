@@ -23,6 +23,7 @@ from .embedding_cache import EmbeddingCache
 from .errors import InputError
 from .logits import sample_region
 from .masks import MASK_THRESHOLD, MaskCrop, neighbourhood, polygon_mask, polygonize
+from .polygon_shaping import PolygonShaping, shape_in_map
 from .postprocess import PostProcessing, clean_mask
 from .progress import Progress
 from .prompts import build_prompts
@@ -35,30 +36,35 @@ class BoxMask:
     """One box's result. ``index``: its run index (1..n, input order; the instance canvas's value);
     ``score``: the backend's quality estimate or None; ``crop``: the native-resolution mask over the box's
     neighbourhood; ``polygon``: that mask as a MultiPolygon in the raster's map coordinates (None when it is
-    empty or polygons were not asked for)."""
+    empty or polygons were not asked for), shaped as the options say; ``note``: what the shaping could not do
+    (for the box's ``detail``; "" when all went as asked)."""
 
     index: int
     score: Optional[float]
     crop: MaskCrop
     polygon: object = None
+    note: str = ""
 
 
 class WindowSegmenter:
     """Masks for the boxes of windows, one window at a time, with ``backend`` and ``options``.
 
-    ``transform`` maps raster pixels to map coordinates (for polygons; None: no polygons). ``run_boxes``: the
-    usable boxes of the whole run, for deciding whether compiling the decoder pays off. Timings (seconds by
+    ``transform`` maps raster pixels to map coordinates; ``polygons``: whether each mask's polygon is made (and
+    shaped as the options say, :mod:`samrs_qgis.polygon_shaping`). ``run_boxes``: the usable boxes of the whole
+    run, for deciding whether compiling the decoder pays off. Timings (seconds by
     stage: encode, decode, postprocess; ``cached_windows``) add up in ``timings``.
     """
 
-    def __init__(self, backend: Backend, options: SegmentOptions, progress: Progress,
-                 transform: Optional[Affine], run_boxes: int):
+    def __init__(self, backend: Backend, options: SegmentOptions, progress: Progress, transform: Affine,
+                 run_boxes: int, polygons: bool = True):
         self.backend = backend
         self.options = options
         self.progress = progress
         self.transform = transform
+        self.polygons = polygons
         self.run_boxes = run_boxes
-        self.post_processing = PostProcessing(options.fill_holes, options.min_island_px, options.keep_largest)
+        self.post_processing = PostProcessing.of(options, abs(transform.determinant))
+        self.shaping = PolygonShaping(options.simplify_px, options.smooth_px, options.regularise)
         self.batch_size = options.batch_size or backend.preferred_batch  # halved for good on out-of-memory
         self.cache: Optional[EmbeddingCache] = None
         if options.embedding_cache and backend.identity():
@@ -105,9 +111,11 @@ class WindowSegmenter:
         for box, box_logits in zip(batch, logits):
             t1 = time.perf_counter()
             crop = self._mask_crop(plan, box, box_logits, valid)
-            polygon = polygonize(crop, self.transform) if self.transform is not None else None
+            polygon, note = (polygonize(crop, self.transform) if self.polygons else None), ""
+            if polygon is not None and self.shaping.active:
+                polygon, note = shape_in_map(polygon, self.shaping, self.transform, crop, box.polygon)
             self.timings["postprocess"] += time.perf_counter() - t1
-            yield BoxMask(index_of[id(box)], box_logits.score, crop, polygon)
+            yield BoxMask(index_of[id(box)], box_logits.score, crop, polygon, note)
 
     def _encode(self, frame: np.ndarray) -> None:
         """Encode the window's frame, or take its embedding from the cache."""
