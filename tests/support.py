@@ -94,6 +94,16 @@ def synthetic_scene(size: int = 512, seed: int = 0) -> Tuple[np.ndarray, List[Tu
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
+def synthetic_files(folder, size: int, seed: int, transform: Affine) -> Tuple[str, str, list]:
+    """:func:`synthetic_scene` written into ``folder``: (the raster on ``transform``'s grid, its boxes as a layer
+    with the class in field ``cls``, the scene's objects)."""
+    image, objects = synthetic_scene(size, seed=seed)
+    raster = write_raster(folder / "scene.tif", image, transform)
+    boxes = write_boxes(folder / "boxes.gpkg", [pixel_box(transform, *o[2]) for o in objects],
+                        properties=[{"cls": o[0]} for o in objects])
+    return raster, boxes, objects
+
+
 class RecordingProgress(Progress):
     """An engine Progress that records what it is told and cancels on demand: when a message starts with
     ``cancel_at``, or once ``cancel_after`` fractions were reported."""

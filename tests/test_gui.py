@@ -153,10 +153,7 @@ def test_review_dock_keys_decide_and_the_layer_keeps_the_decisions(tmp_path):
     from samrs.samrs_qgis.settings import SegmentOptions
 
     transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
-    image, objects = support.synthetic_scene(256, seed=4)
-    raster = support.write_raster(tmp_path / "scene.tif", image, transform)
-    boxes = support.write_boxes(tmp_path / "boxes.gpkg", [support.pixel_box(transform, *o[2]) for o in objects],
-                                properties=[{"cls": o[0]} for o in objects])
+    raster, boxes, _ = support.synthetic_files(tmp_path, 256, 4, transform)
     masks = str(tmp_path / "masks.gpkg")
     segment_boxes(raster, read_box_file(boxes), OutputPaths(polygons=masks),
                   SegmentOptions(backend="grabcut", class_field="cls"))

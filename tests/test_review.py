@@ -18,10 +18,7 @@ def result_layer_file(tmp_path_factory):
     import fiona
 
     tmp = tmp_path_factory.mktemp("review")
-    image, objects = support.synthetic_scene(256, seed=4)
-    raster = support.write_raster(tmp / "scene.tif", image, T)
-    boxes = support.write_boxes(tmp / "boxes.gpkg", [support.pixel_box(T, *o[2]) for o in objects],
-                                properties=[{"cls": o[0]} for o in objects])
+    raster, boxes, objects = support.synthetic_files(tmp, 256, 4, T)
     out = OutputPaths(polygons=str(tmp / "masks.gpkg"))
     segment_boxes(raster, read_box_file(boxes), out, SegmentOptions(backend="grabcut", class_field="cls"))
     with fiona.open(out.polygons, layer="masks") as src:

@@ -163,10 +163,7 @@ def test_cog_outputs_are_valid_and_open_in_qgis_with_the_same_styles(tmp_path, q
 def test_cog_outputs_have_mode_overviews(tmp_path):
     """A raster larger than a block gets overviews; each overview pixel holds a class that is in the raster."""
     transform = Affine(0.25, 0, 600000, 0, -0.25, 3300000)
-    image, objects = support.synthetic_scene(1200, seed=2)
-    raster = support.write_raster(tmp_path / "big.tif", image, transform)
-    boxes = support.write_boxes(tmp_path / "boxes.gpkg", [support.pixel_box(transform, *o[2]) for o in objects],
-                                properties=[{"cls": o[0]} for o in objects])
+    raster, boxes, _ = support.synthetic_files(tmp_path, 1200, 2, transform)
     out = OutputPaths(str(tmp_path / "i.tif"), str(tmp_path / "s.tif"), None)
     segment_boxes(raster, read_box_file(boxes), out, SegmentOptions(backend="grabcut", class_field="cls",
                                                                     embedding_cache=False, cog=True))

@@ -14,11 +14,7 @@ from samrs.samrs_qgis.styles import LAYER_STYLES
 
 def run_scene(tmp_path, polygons_name="masks.gpkg"):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    image, objects = support.synthetic_scene(256, seed=5)
-    transform = Affine(0.5, 0, 600000, 0, -0.5, 3300000)
-    raster = support.write_raster(tmp_path / "scene.tif", image, transform)
-    boxes = support.write_boxes(tmp_path / "boxes.gpkg", [support.pixel_box(transform, *o[2]) for o in objects],
-                                properties=[{"cls": o[0]} for o in objects])
+    raster, boxes, objects = support.synthetic_files(tmp_path, 256, 5, Affine(0.5, 0, 600000, 0, -0.5, 3300000))
     out = OutputPaths(str(tmp_path / "out" / "instances.tif"), str(tmp_path / "out" / "semantic.tif"),
                       str(tmp_path / "out" / polygons_name))
     summary = segment_boxes(raster, read_box_file(boxes), out, SegmentOptions(backend="grabcut", class_field="cls"))
