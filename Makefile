@@ -33,7 +33,7 @@ deploy:
 package:
 	bash scripts/package.sh dist/samrs-$(VERSION).zip
 
-# Engine benchmark (about 22 minutes on 2 cores); builds its own rasters and random-weight SAM models.
+# Engine benchmark (about 24 minutes on 2 cores); builds its own rasters and random-weight SAM models.
 # bench.py reaches samrs_qgis through a temporary link, so the repo root stays off sys.path here too.
 bench:
 	$(PYTHON) bench/bench.py

@@ -27,10 +27,12 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
 MIN_STEP_PX = 4.0  # regularise: steps shorter than this (pixels) are merged into their neighbours (mask noise)
+MIN_PART_PX = 16.0  # regularise: parts smaller than this (square pixels) are left as they are
 AREA_TOLERANCE = 0.10  # regularise: a part whose area would change by more than this fraction is left as traced
 OUTLINE_TOLERANCE_PX = 1.0  # regularise: pixel stairs within this of a straight edge are that edge
-RECTILINEAR_SHARE = 0.85  # regularise: edges within ANGLE_SLACK of the two directions hold this share of the outline
+RECTILINEAR_SHARE = 0.7  # regularise: edges within ANGLE_SLACK of the two directions hold this share of the outline
 ANGLE_SLACK_DEG = 20.0
+EDGE_SMOOTHING_PX = 2.0  # regularise: the mask is smoothed over this many pixels before its edges' direction is read
 REFINE_STEP_DEG = 0.5  # regularise: the orientation found is refined between this either side
 QUAD_SEGS = 4  # smooth: segments per quarter circle of the round joins
 NOT_RECTILINEAR = "not rectilinear: left as traced"
@@ -50,14 +52,14 @@ class PolygonShaping:
 
 
 def shape_polygon(traced: MultiPolygon, shaping: PolygonShaping, limit: Polygon,
-                  box_angle: Optional[float] = None) -> Tuple[MultiPolygon, str]:
+                  box_angle: Optional[float] = None, mask_angle: Optional[float] = None) -> Tuple[MultiPolygon, str]:
     """``traced`` (pixel space) after ``shaping``, clipped to ``limit`` (the box's neighbourhood, pixel space);
     and a note for the box's ``detail`` ("" when every step went as asked). ``box_angle``: the rotated box's
     orientation in degrees (None for a box along the pixel grid)."""
     notes: List[str] = []
     shaped = traced
     if shaping.regularise:
-        shaped, left = regularise(shaped, box_angle)
+        shaped, left = regularise(shaped, box_angle, mask_angle)
         if left:
             notes.append(f"regularise: {left} of {len(shaped.geoms)} part(s) {NOT_RECTILINEAR}")
     if shaping.smooth_px > 0:
@@ -91,7 +93,8 @@ def shape_in_map(polygon: MultiPolygon, shaping: PolygonShaping, transform: Affi
     frame = [affinity.affine_transform(g, into_frame)
              for g in (polygon, to_map(crop_extent(crop.col, crop.row, rows, cols), transform),
                        to_map(box_polygon, transform))]
-    shaped, note = shape_polygon(frame[0], shaping, frame[1], box_orientation(frame[2]))
+    mask_angle = mask_orientation(crop.mask, transform) if shaping.regularise else None
+    shaped, note = shape_polygon(frame[0], shaping, frame[1], box_orientation(frame[2]), mask_angle)
     if shaped is frame[0]:  # left as traced: not moved by the round trip through the frame
         return polygon, note
     return affinity.affine_transform(shaped, [pixel, 0, 0, pixel, ox, oy]), note
@@ -133,16 +136,23 @@ def as_multipolygon(geometry: BaseGeometry) -> Optional[MultiPolygon]:
 
 
 # -- regularising --------------------------------------------------------------------------------------------
-def regularise(polygon: MultiPolygon, box_angle: Optional[float]) -> Tuple[MultiPolygon, int]:
-    """Each part regularised (see the module); (the result, how many parts were left as traced)."""
-    parts, left = [], 0
+def regularise(polygon: MultiPolygon, box_angle: Optional[float],
+               mask_angle: Optional[float] = None) -> Tuple[MultiPolygon, int]:
+    """Each part regularised (see the module), along ``box_angle`` when given, else along the best fitting
+    orientation (``mask_angle`` is one more candidate); (the result, how many parts were left as traced)."""
+    parts, left, changed = [], 0, False
     for part in polygon.geoms:
-        done = regularise_part(part, box_angle) if box_angle is not None else best_fit(part)
+        if part.area < MIN_PART_PX:  # a speck has no walls: left as it is, and not worth a note
+            parts.append(part)
+            continue
+        done = regularise_part(part, box_angle) if box_angle is not None else best_fit(part, mask_angle)
         if done is None:
             left += 1
             done = part
+        else:
+            changed = True
         parts.append(done)
-    if left == len(parts):
+    if not changed:
         return polygon, left
     merged = as_multipolygon(MultiPolygon(parts)) if len(parts) > 1 else MultiPolygon(parts)
     if merged is None or not merged.is_valid or len(merged.geoms) != len(parts):
@@ -150,12 +160,12 @@ def regularise(polygon: MultiPolygon, box_angle: Optional[float]) -> Tuple[Multi
     return merged, left
 
 
-def best_fit(part: Polygon) -> Optional[Polygon]:
+def best_fit(part: Polygon, hint: Optional[float] = None) -> Optional[Polygon]:
     """``part`` regularised along the orientation that fits its outline best: of the outline's mean edge direction
     (:func:`dominant_orientation`) and its minimum rotated rectangle's, the one whose regularised shape differs
     least from ``part`` (area of the symmetric difference), refined by a parabola through it and its neighbours
     :data:`REFINE_STEP_DEG` either side. None when it is not rectilinear at any of them."""
-    candidates = [a for a in (dominant_orientation(part), rectangle_orientation(part)) if a is not None]
+    candidates = [a for a in (hint, dominant_orientation(part), rectangle_orientation(part)) if a is not None]
     fits = {}
 
     def misfit(angle: float) -> float:
@@ -176,6 +186,27 @@ def best_fit(part: Polygon) -> Optional[Polygon]:
         if abs(vertex - best) <= REFINE_STEP_DEG:
             misfit(vertex)
     return fits[min((a for a in fits if fits[a] is not None), key=misfit)]
+
+
+def mask_orientation(mask: np.ndarray, transform: Affine) -> Optional[float]:
+    """The orientation (degrees, [0, 90), on the map) the mask's edges follow: the mean direction modulo 90° of
+    the edges of the mask smoothed over a few pixels (pixel noise and stairs averaged away), each weighted by its
+    strength. Directions are taken to the map through ``transform``'s linear part (rotated, non-square grids)."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(mask.astype(np.float32), EDGE_SMOOTHING_PX)
+    d_row, d_col = np.gradient(smooth)
+    strength = np.hypot(d_row, d_col)
+    strong = strength > 0.25 * strength.max() if strength.size and strength.max() > 0 else None
+    if strong is None or not strong.any():
+        return None
+    along_col, along_row = -d_row[strong], d_col[strong]  # the edge's direction in pixel space (col, row)
+    x = transform.a * along_col + transform.b * along_row
+    y = transform.d * along_col + transform.e * along_row
+    quadruple = 4 * np.arctan2(y, x)
+    weights = strength[strong]
+    mean = math.atan2(float(np.sum(weights * np.sin(quadruple))), float(np.sum(weights * np.cos(quadruple))))
+    return math.degrees(mean / 4) % 90.0
 
 
 def rectangle_orientation(part: Polygon) -> Optional[float]:
@@ -236,9 +267,10 @@ def rectilinear_ring(ring: np.ndarray) -> Optional[np.ndarray]:
     if len(edges) < 4 or lengths.sum() == 0:
         return None
     direction = np.degrees(np.arctan2(np.abs(edges[:, 1]), np.abs(edges[:, 0])))  # 0: horizontal, 90: vertical
-    horizontal = direction <= ANGLE_SLACK_DEG
-    vertical = direction >= 90 - ANGLE_SLACK_DEG
-    if lengths[horizontal | vertical].sum() < RECTILINEAR_SHARE * lengths.sum():
+    long_enough = lengths >= MIN_STEP_PX  # shorter edges are the mask's noise, whatever their direction
+    horizontal = (direction <= ANGLE_SLACK_DEG) & long_enough
+    vertical = (direction >= 90 - ANGLE_SLACK_DEG) & long_enough
+    if lengths[horizontal | vertical].sum() < RECTILINEAR_SHARE * lengths[long_enough].sum():
         return None
     # runs: [is_horizontal, level (weighted sum), weight, length]; diagonal corner cuts are dropped
     runs: List[List] = []
