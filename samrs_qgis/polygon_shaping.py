@@ -1,8 +1,8 @@
 """Optional shaping of each mask's polygon before it is written (SAMRS used none; all off by default):
 
 - **regularise** (buildings and other man-made objects): the dominant orientation (the box's when it is rotated,
-  else the traced outline's), every edge snapped to it or its perpendicular, steps shorter than
-  :data:`MIN_STEP_PX` merged away; a part that is not rectilinear, or whose area would change by more than
+  else the one that fits the outline best), single pixels in or out along the outline ignored, every edge
+  snapped to it or its perpendicular, steps shorter than :data:`MIN_STEP_PX` merged away; a part that is not rectilinear, or whose area would change by more than
   :data:`AREA_TOLERANCE`, is left as traced and the box's ``detail`` says so;
 - **smooth** (natural objects): a closing then an opening with a disc of the given radius (round joins), which
   rounds the pixel stairs and corners; parts narrower than twice the radius go (a part that would vanish whole
@@ -33,6 +33,7 @@ OUTLINE_TOLERANCE_PX = 1.0  # regularise: pixel stairs within this of a straight
 RECTILINEAR_SHARE = 0.7  # regularise: edges within ANGLE_SLACK of the two directions hold this share of the outline
 ANGLE_SLACK_DEG = 20.0
 EDGE_SMOOTHING_PX = 2.0  # regularise: the mask is smoothed over this many pixels before its edges' direction is read
+DENOISE_PX = 1.0  # regularise: the outline is opened and closed by this before its walls are found
 REFINE_STEP_DEG = 0.5  # regularise: the orientation found is refined between this either side
 QUAD_SEGS = 4  # smooth: segments per quarter circle of the round joins
 NOT_RECTILINEAR = "not rectilinear: left as traced"
@@ -236,7 +237,11 @@ def regularise_part(part: Polygon, angle: float) -> Optional[Polygon]:
     """``part`` with every edge along ``angle`` (degrees) or its perpendicular, or None when it is not rectilinear
     (or would change its area by more than :data:`AREA_TOLERANCE`). Its holes are regularised the same way; a
     hole that cannot be is kept as traced."""
-    centre = part.centroid
+    centre, area = part.centroid, part.area
+    denoised = part.buffer(DENOISE_PX, join_style=2).buffer(-2 * DENOISE_PX, join_style=2).buffer(
+        DENOISE_PX, join_style=2)  # single pixels in or out along the outline are not walls
+    if isinstance(denoised, Polygon) and denoised.area > 0.5 * part.area:
+        part = denoised
     upright = affinity.rotate(part, -angle, origin=centre)  # the dominant directions along the axes
     shell = rectilinear_ring(np.asarray(upright.exterior.coords))
     if shell is None:
@@ -250,7 +255,7 @@ def regularise_part(part: Polygon, angle: float) -> Optional[Polygon]:
         result = Polygon(shell, [np.asarray(i.coords) for i in upright.interiors])
         if not result.is_valid:
             return None
-    if abs(result.area - upright.area) > AREA_TOLERANCE * upright.area:
+    if abs(result.area - area) > AREA_TOLERANCE * area:
         return None
     return affinity.rotate(result, angle, origin=centre)
 
