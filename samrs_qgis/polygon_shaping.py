@@ -169,9 +169,11 @@ def best_fit(part: Polygon, hint: Optional[float] = None) -> Optional[Polygon]:
     candidates = [a for a in (hint, dominant_orientation(part), rectangle_orientation(part)) if a is not None]
     fits = {}
 
+    walls = denoised(part)  # once for every orientation tried
+
     def misfit(angle: float) -> float:
         if angle not in fits:
-            fits[angle] = regularise_part(part, angle)
+            fits[angle] = regularise_part(part, angle, walls)
         shape = fits[angle]
         return math.inf if shape is None else shape.symmetric_difference(part).area
 
@@ -233,16 +235,12 @@ def dominant_orientation(part: Polygon) -> Optional[float]:
     return math.degrees(mean / 4) % 90.0
 
 
-def regularise_part(part: Polygon, angle: float) -> Optional[Polygon]:
+def regularise_part(part: Polygon, angle: float, walls: Optional[Polygon] = None) -> Optional[Polygon]:
     """``part`` with every edge along ``angle`` (degrees) or its perpendicular, or None when it is not rectilinear
     (or would change its area by more than :data:`AREA_TOLERANCE`). Its holes are regularised the same way; a
-    hole that cannot be is kept as traced."""
+    hole that cannot be is kept as traced. ``walls``: ``part`` :func:`denoised` (made here when not given)."""
     centre, area = part.centroid, part.area
-    denoised = part.buffer(DENOISE_PX, join_style=2).buffer(-2 * DENOISE_PX, join_style=2).buffer(
-        DENOISE_PX, join_style=2)  # single pixels in or out along the outline are not walls
-    if isinstance(denoised, Polygon) and denoised.area > 0.5 * part.area:
-        part = denoised
-    upright = affinity.rotate(part, -angle, origin=centre)  # the dominant directions along the axes
+    upright = affinity.rotate(walls or denoised(part), -angle, origin=centre)  # the dominant directions along the axes
     shell = rectilinear_ring(np.asarray(upright.exterior.coords))
     if shell is None:
         return None
@@ -258,6 +256,14 @@ def regularise_part(part: Polygon, angle: float) -> Optional[Polygon]:
     if abs(result.area - area) > AREA_TOLERANCE * area:
         return None
     return affinity.rotate(result, angle, origin=centre)
+
+
+def denoised(part: Polygon) -> Polygon:
+    """``part`` opened and closed by :data:`DENOISE_PX`: single pixels in or out along the outline are not walls
+    (``part`` itself when that would take most of it away)."""
+    opened = part.buffer(DENOISE_PX, join_style=2).buffer(-2 * DENOISE_PX, join_style=2).buffer(
+        DENOISE_PX, join_style=2)
+    return opened if isinstance(opened, Polygon) and opened.area > 0.5 * part.area else part
 
 
 def rectilinear_ring(ring: np.ndarray) -> Optional[np.ndarray]:
