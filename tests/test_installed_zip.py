@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import tools_data as td
@@ -142,8 +143,8 @@ def grabcut_run(installed, scene):
     out.mkdir()
     results, opened = run_installed(
         installed, "grabcut", "samrs:segmentboxes", f"INPUT={scene['raster']}", f"BOXES={scene['boxes']}",
-        "CLASS_FIELD=label", f"BACKEND={GRABCUT}", "EMBEDDING_CACHE=false", "PREVIEW=true",
-        f"OUTPUT_POLYGONS={out / 'masks.gpkg'}", f"OUTPUT_SEMANTIC={out / 'semantic.tif'}",
+        "CLASS_FIELD=label", f"BACKEND={GRABCUT}", "EMBEDDING_CACHE=false", "PREVIEW=true", "COG=true",
+        "SMOOTH_PX=1.5", f"OUTPUT_POLYGONS={out / 'masks.gpkg'}", f"OUTPUT_SEMANTIC={out / 'semantic.tif'}",
         f"OUTPUT_INSTANCES={out / 'instances.tif'}",
         modules=["__init__.py", "processing/plugin.py", "processing/segment_boxes.py", "samrs_previews/__init__.py"])
     return SimpleNamespace(out=out, results=results, opened=opened)
@@ -192,6 +193,25 @@ def test_segmentboxes_grabcut_with_previews(grabcut_run):
         assert results[key] == str(out / name) and (out / name).is_file(), key
     check_overview(out / "masks_preview.png", out / "semantic.tif")
     check_contact_sheet(out / "masks_worst.png", int(results["OK_COUNT"]))
+
+
+def test_segmentboxes_writes_cog_rasters_and_smoothed_polygons(grabcut_run):
+    """The same run asked for Cloud Optimized GeoTIFF rasters and polygons smoothed by 1.5 pixels."""
+    import rasterio
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    out = grabcut_run.out
+    for name in ("semantic.tif", "instances.tif"):
+        errors, warnings, _ = validate(str(out / name), full_check=True)
+        assert errors == [] and warnings == [], (name, errors, warnings)
+        with rasterio.open(out / name) as ds:
+            settings = json.loads(ds.tags()["SAMRS_SETTINGS"])
+            assert settings["cog"] is True and settings["smooth_px"] == 1.5
+    for row in read_features(out / "masks.gpkg", layer="masks"):
+        ring = row["geometry"].geoms[0].exterior
+        edges = np.diff(np.asarray(ring.coords), axis=0)
+        diagonal = (np.abs(edges) > 1e-9).all(axis=1)  # neither along the rows nor the columns: no pixel stair
+        assert row["geometry"].is_valid and diagonal.mean() > 0.5, row["instance_id"]
 
 
 def test_segmentboxes_sam_with_the_tiny_checkpoint(installed, scene, tiny_sam_checkpoint):
