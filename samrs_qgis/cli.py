@@ -58,6 +58,19 @@ class BarProgress(Progress):
         self._bar.close()
 
 
+def _polygon_variants(text: str) -> List[str]:
+    from .ablation import polygon_variants
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    try:
+        polygon_variants(names)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(set(names)) != len(names) or not names:
+        raise argparse.ArgumentTypeError(f"give each polygon variant once, comma-separated, not '{text}'")
+    return names
+
+
 def _prompt_list(text: str) -> List[str]:
     from .prompts import PROMPT_MODES
 
@@ -207,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--prompts", type=_prompt_list, default=None, metavar="MODES",
                      help="comma-separated prompt modes (default: all the backend takes: box,rbox-mask,point,"
                           "box+point for SAM, box for GrabCut)")
+    abl.add_argument("--polygon-options", type=_polygon_variants, default=None, metavar="VARIANTS",
+                     help="compare polygon options instead of prompt modes: comma-separated variants among raw, "
+                          "regularise, smooth=<pixels>, simplify=<pixels> (e.g. raw,regularise,simplify=1)")
     abl.add_argument("--layer", help="layer name inside BOXES when it holds several")
     add_setting_options(abl, exclude=("prompt", "embedding_cache"))
     _add_matching_options(abl)
@@ -226,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     abd.add_argument("--out-dir", required=True, help="folder for the per-mode datasets and the tables")
     abd.add_argument("--prompts", type=_prompt_list, default=None, metavar="MODES",
                      help="comma-separated prompt modes (default: all the backend takes)")
+    abd.add_argument("--polygon-options", type=_polygon_variants, default=None, metavar="VARIANTS",
+                     help="compare polygon options instead of prompt modes (raw, regularise, smooth=<pixels>, "
+                          "simplify=<pixels>, comma-separated)")
     add_setting_options(abd, table=ANNOTATION_SETTINGS)
     add_setting_options(abd, exclude=("prompt", "embedding_cache", BOX_LAYER))
     _add_matching_options(abd)
@@ -539,7 +558,7 @@ def _ablation(args) -> int:
     progress = BarProgress(quiet=args.quiet)
     try:
         ablation = raster_ablation(args.raster, args.boxes, args.layer, args.reference, args.out_dir, options,
-                                   _matching(args), args.prompts, progress)
+                                   _matching(args), args.prompts, progress, polygons=args.polygon_options)
     finally:
         progress.close()
     return _print_ablation(ablation, options.backend)
@@ -553,7 +572,8 @@ def _ablation_dataset(args) -> int:
     try:
         ablation = dataset_ablation(args.images, args.annotations, args.reference, args.out_dir, options,
                                     _matching(args), args.prompts, dataset=args.dataset,
-                                    annotation_format=args.annotation_format, progress=progress)
+                                    annotation_format=args.annotation_format, progress=progress,
+                                    polygons=args.polygon_options)
     finally:
         progress.close()
     return _print_ablation(ablation, options.backend)
