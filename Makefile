@@ -6,7 +6,7 @@ DEMO_OUT    ?= $(CURDIR)/demo-output
 PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 
-.PHONY: setup demo test checkpoints deploy package bench clean
+.PHONY: setup demo test checkpoints deploy package bench figures clean
 
 setup:
 	bash scripts/setup.sh
@@ -35,6 +35,10 @@ package:
 
 # Engine benchmark (about 24 minutes on 2 cores); builds its own rasters and random-weight SAM models.
 # bench.py reaches samrs_qgis through a temporary link, so the repo root stays off sys.path here too.
+# The README's before/after figures of the polygon options (docs/figures/), drawn with QGIS.
+figures:
+	$(PYTHON) scripts/shaping_figures.py
+
 bench:
 	$(PYTHON) bench/bench.py
 

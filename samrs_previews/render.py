@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 TILE_MARGIN = 0.6  # context around a mask in its tile, as a fraction of the mask's larger side
 LABEL_HEIGHT = 22  # pixels under each tile for its label
@@ -186,3 +186,35 @@ def render_previews(raster_path: str, polygons_path: str, overview_path: str,
     painter.end()
     _save(sheet, contact_sheet_path)
     return PreviewFiles(overview_path, contact_sheet_path, len(worst))
+
+
+def render_side_by_side(raster_path: str, panels: Sequence[Tuple[str, str]], extent: Tuple[float, float, float, float],
+                        path: str, tile: int = 360, layer_name: Optional[str] = "masks", outlines: bool = False) -> str:
+    """``panels`` ((polygon layer path, title) each, e.g. a result before and after an option) drawn over the
+    raster next to each other, each over the map ``extent`` (x0, y0, x1, y1), ``tile`` pixels wide (and as high
+    as the extent's shape makes it), titled under it; saved as PNG at ``path``, which is returned. ``outlines``:
+    the masks drawn as white outlines (their shapes seen over any colour) instead of in their style."""
+    from qgis.core import QgsRectangle
+    from qgis.PyQt.QtCore import QRectF, Qt
+    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+
+    ensure_qgis_application()
+    high = max(1, round(tile * (extent[3] - extent[1]) / (extent[2] - extent[0])))
+    image = QImage(len(panels) * tile, high + LABEL_HEIGHT, QImage.Format_ARGB32)
+    image.fill(QColor(32, 32, 32))
+    painter = QPainter(image)
+    painter.setPen(QColor(240, 240, 240))
+    painter.setFont(QFont("Sans", 10))
+    for i, (polygons_path, title) in enumerate(panels):
+        raster, masks = _layers(raster_path, polygons_path, layer_name)
+        if outlines:
+            from qgis.core import QgsFillSymbol, QgsSingleSymbolRenderer
+
+            masks.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple({
+                "style": "no", "outline_color": "255,255,255,255", "outline_width": str(FOCUS_OUTLINE_MM / 2),
+                "outline_width_unit": "MM"})))
+        painter.drawImage(i * tile, 0, _render([masks, raster], raster.crs(), QgsRectangle(*extent), tile, high))
+        painter.drawText(QRectF(i * tile + 6, high, tile - 12, LABEL_HEIGHT), int(Qt.AlignVCenter | Qt.AlignLeft),
+                         title)
+    painter.end()
+    return _save(image, path)

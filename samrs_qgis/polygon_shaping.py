@@ -2,16 +2,18 @@
 
 - **regularise** (buildings and other man-made objects): the dominant orientation (the box's when it is rotated,
   else the one that fits the outline best), single pixels in or out along the outline ignored, every edge
-  snapped to it or its perpendicular, steps shorter than :data:`MIN_STEP_PX` merged away; a part that is not rectilinear, or whose area would change by more than
-  :data:`AREA_TOLERANCE`, is left as traced and the box's ``detail`` says so;
+  snapped to it or its perpendicular, steps shorter than :data:`MIN_STEP_PX` merged away; a part that is not
+  rectilinear, or whose area or outline would change by more than :data:`AREA_TOLERANCE` or
+  :data:`SHAPE_TOLERANCE`, is left as traced and the box's ``detail`` says so;
 - **smooth** (natural objects): a closing then an opening with a disc of the given radius (round joins), which
   rounds the pixel stairs and corners; parts narrower than twice the radius go (a part that would vanish whole
   is left as traced);
 - **simplify**: Douglas-Peucker, topology-preserving (GEOS): parts and holes never cross.
 
-Applied in that order, in the raster's pixel space (distances in pixels, whatever the geotransform), then mapped
-to map coordinates. The result is always a valid MultiPolygon within the box's neighbourhood (the mask crop's
-extent), one per box; a step that would leave nothing keeps its input.
+Applied in that order, in a frame of square pixels on the map (:func:`shape_in_map`: distances in pixels, angles
+the map's, whatever the geotransform), then mapped back to map coordinates. The result is always a valid
+MultiPolygon within the box's neighbourhood (the mask crop's extent), one per box; a step that would leave
+nothing keeps its input.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from shapely.validation import make_valid
 MIN_STEP_PX = 4.0  # regularise: steps shorter than this (pixels) are merged into their neighbours (mask noise)
 MIN_PART_PX = 16.0  # regularise: parts smaller than this (square pixels) are left as they are
 AREA_TOLERANCE = 0.10  # regularise: a part whose area would change by more than this fraction is left as traced
+SHAPE_TOLERANCE = 0.15  # regularise: ... or whose outline would move over more than this fraction of its area
 OUTLINE_TOLERANCE_PX = 1.0  # regularise: pixel stairs within this of a straight edge are that edge
 RECTILINEAR_SHARE = 0.7  # regularise: edges within ANGLE_SLACK of the two directions hold this share of the outline
 ANGLE_SLACK_DEG = 20.0
@@ -237,7 +240,8 @@ def dominant_orientation(part: Polygon) -> Optional[float]:
 
 def regularise_part(part: Polygon, angle: float, walls: Optional[Polygon] = None) -> Optional[Polygon]:
     """``part`` with every edge along ``angle`` (degrees) or its perpendicular, or None when it is not rectilinear
-    (or would change its area by more than :data:`AREA_TOLERANCE`). Its holes are regularised the same way; a
+    (or would change its area by more than :data:`AREA_TOLERANCE`, or move its outline over more than
+    :data:`SHAPE_TOLERANCE` of its area). Its holes are regularised the same way; a
     hole that cannot be is kept as traced. ``walls``: ``part`` :func:`denoised` (made here when not given)."""
     centre, area = part.centroid, part.area
     upright = affinity.rotate(walls or denoised(part), -angle, origin=centre)  # the dominant directions along the axes
@@ -255,7 +259,10 @@ def regularise_part(part: Polygon, angle: float, walls: Optional[Polygon] = None
             return None
     if abs(result.area - area) > AREA_TOLERANCE * area:
         return None
-    return affinity.rotate(result, angle, origin=centre)
+    result = affinity.rotate(result, angle, origin=centre)
+    if result.symmetric_difference(part).area > SHAPE_TOLERANCE * area:  # the same area, another shape
+        return None
+    return result
 
 
 def denoised(part: Polygon) -> Polygon:

@@ -67,3 +67,24 @@ def test_contact_sheet_tiles_the_lowest_scoring_masks(result, qgis_app):
     assert sheet.shape[1] == 4 * 128 and sheet.shape[0] == 2 * (128 + 22)
     first_tile = sheet[:128, :128]
     assert first_tile.std() > 10 and (np.abs(first_tile - 255).sum(axis=2) < 30).any()  # white focus outline
+
+
+def test_results_side_by_side_with_white_outlines(result, qgis_app, tmp_path):
+    """Two panels over one map extent (the upper half of the scene, 128 x 64 m): 200 pixels wide each, as high as
+    the extent, a title row under them; in outline mode the masks' edges are white, the rest imagery."""
+    from samrs.samrs_previews.render import LABEL_HEIGHT, render_side_by_side
+
+    _, raster, out, _ = result
+    extent = (600000, 3300000 - 64, 600128, 3300000)
+    path = render_side_by_side(raster, [(out.polygons, "before"), (out.polygons, "after")], extent,
+                               str(tmp_path / "pair.png"), tile=200, outlines=True)
+    png = read_png(path)
+    assert png.shape == (100 + LABEL_HEIGHT, 400, 3)
+    left, right = png[:100, :200], png[:100, 200:]
+    assert np.array_equal(left, right)  # the same layer drawn twice
+    white = (left > 235).all(axis=2)
+    with rasterio.open(out.semantic) as ds:
+        semantic = ds.read(1, window=((0, 128), (0, 256)))
+    mask_edges = ndimage.zoom((semantic != 255).astype(float), 200 / 256, order=0) > 0.5
+    edge_band = ndimage.binary_dilation(mask_edges ^ ndimage.binary_erosion(mask_edges), iterations=2)
+    assert white.sum() > 100 and white[edge_band[:100, :200]].sum() > 0.8 * white.sum()
