@@ -136,10 +136,14 @@ def test_compare_named_produced_masks(tmp_path):
 
 # -- ablation -------------------------------------------------------------------------------------
 
+def disc_scene(folder):
+    """The discs' raster, its boxes and the true discs as reference masks, written into ``folder``."""
+    return (td.scene_raster(folder / "scene.tif"), td.scene_boxes(folder / "boxes.gpkg"),
+            td.reference_discs(folder / "reference.gpkg"))
+
+
 def test_ablation_with_tiny_sam_encodes_once(tmp_path, tiny_sam_checkpoint):
-    raster = td.scene_raster(tmp_path / "scene.tif")
-    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
-    reference = td.reference_discs(tmp_path / "reference.gpkg")
+    raster, boxes, reference = disc_scene(tmp_path)
     out = tmp_path / "ablation"
     result = ok(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", out, "--checkpoint",
                         tiny_sam_checkpoint, "--device", "cpu", "--prompts", "box,point,box+point",
@@ -157,9 +161,7 @@ def test_ablation_with_tiny_sam_encodes_once(tmp_path, tiny_sam_checkpoint):
 
 
 def test_ablation_with_grabcut(tmp_path):
-    raster = td.scene_raster(tmp_path / "scene.tif")
-    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
-    reference = td.reference_discs(tmp_path / "reference.gpkg")
+    raster, boxes, reference = disc_scene(tmp_path)
     out = tmp_path / "ablation"
     result = ok(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", out,
                         "--reference-class-field", "kind", "--quiet"))
@@ -219,9 +221,7 @@ def disc_dataset(tmp_path, stems=("a", "b")):
 
 
 def test_ablation_of_polygon_options_scores_raw_and_shaped_polygons_side_by_side(tmp_path):
-    raster = td.scene_raster(tmp_path / "scene.tif")
-    boxes = td.scene_boxes(tmp_path / "boxes.gpkg")
-    reference = td.reference_discs(tmp_path / "reference.gpkg")
+    raster, boxes, reference = disc_scene(tmp_path)
     out = tmp_path / "ablation"
     result = ok(run_cli("ablation", raster, boxes, "--reference", reference, "--out-dir", out,
                         "--polygon-options", "raw,regularise,smooth=2,simplify=1", "--reference-class-field", "kind",
