@@ -17,6 +17,7 @@ from .annotations.model import Annotation, Problem
 from .boxes import read_box_file
 from .errors import Cancelled, InputError, SamrsError
 from .pipeline import OutputPaths, SegmentJob
+from .polygon_shaping import PolygonShaping
 from .progress import Progress
 from .samrs_format import instance_records, write_json_atomic, write_pngs
 from .settings import SegmentOptions
@@ -171,7 +172,7 @@ class ImageWork:
         """The class-index and colour PNGs and the instance file, committed together."""
         # The pipeline places the polygons with the transform the annotation layer used (georef.py's rule).
         records = instance_records(outputs.polygons, frame.transform, frame.width, frame.height, rboxes,
-                                   self.classes)
+                                   self.classes, exact=not PolygonShaping.of(self.options).active)
         with OutputTransaction() as transaction:
             class_index = transaction.stage(outputs.class_index, "class index PNG")
             colour = transaction.stage(outputs.colour, "colour PNG")

@@ -50,6 +50,13 @@ class PolygonShaping:
     smooth_px: float = 0.0
     regularise: bool = False
 
+    @classmethod
+    def of(cls, settings) -> "PolygonShaping":
+        """The shaping ``settings`` ask for: :class:`.settings.SegmentOptions`, or a run's recorded settings (a
+        dict, e.g. a dataset manifest's; missing keys: off)."""
+        get = settings.get if isinstance(settings, dict) else lambda key, default: getattr(settings, key, default)
+        return cls(float(get("simplify_px", 0) or 0), float(get("smooth_px", 0) or 0), bool(get("regularise", False)))
+
     @property
     def active(self) -> bool:
         return self.simplify_px > 0 or self.smooth_px > 0 or self.regularise

@@ -57,6 +57,7 @@ from .review_fields import ACCEPTED, REJECTED, RELABELLED, REVIEW_FIELD, review_
 from .samrs_format import MASK_LAYER, coco_dataset, instance_records, write_json_atomic, write_pngs
 from .styles import write_output_styles
 from .transaction import OutputTransaction, remove_with_sidecars
+from .polygon_shaping import PolygonShaping
 from .window_masks import feature_window_mask
 
 EXPORTED_FROM = "exported_from"
@@ -216,6 +217,8 @@ class _ReviewExport:
         self.progress = progress or Progress()
         self.manifest, self.previous_stems = _check_folders(self.source_dir, self.output_dir)
         self.background = self.manifest.get("background", 255)
+        # polygons shaped by the run are not their masks' exact outlines (see window_masks.feature_window_mask)
+        self.exact = not PolygonShaping.of(self.manifest.get("settings") or {}).active
         if not isinstance(self.background, int) or isinstance(self.background, bool) or self.background < 0:
             raise InputError(f"The manifest of '{self.source_dir}' has the background value {self.background!r}; "
                              "it must be an integer ≥ 0.")
@@ -306,7 +309,7 @@ class _ReviewExport:
                             polygon_layer=MASK_LAYER)
         write_pngs(staged.semantic, staged.class_index, staged.colour)
         rebuilt = instance_records(staged.polygons, profile["transform"], profile["width"], profile["height"],
-                                   rboxes, self.classes)
+                                   rboxes, self.classes, exact=self.exact)
         write_json_atomic(staged.instance_file, rebuilt, compact=True)
         return staged.instance_file
 
@@ -355,7 +358,8 @@ class _ReviewExport:
                             kept_ok.append(instance_id)
                         if feature["geometry"] is None:
                             continue
-                        mask, row, col = feature_window_mask(feature, transform, width, height, source_path)
+                        mask, row, col = feature_window_mask(feature, transform, width, height, source_path,
+                                                             self.exact)
                         if mask.size:
                             canvas.paint(MaskCrop(col=col, row=row, mask=mask), index)
             self.progress.check_cancelled()

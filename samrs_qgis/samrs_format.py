@@ -89,14 +89,15 @@ def _rle_counts(rle: dict) -> dict:
 
 
 def instance_records(polygons_path: str, transform: Affine, width: int, height: int,
-                     rboxes: Sequence[np.ndarray], class_names: Sequence[str]) -> List[Dict]:
+                     rboxes: Sequence[np.ndarray], class_names: Sequence[str], exact: bool = True) -> List[Dict]:
     """The instance file's records of one image, read from the pipeline's polygon layer.
 
     ``transform`` maps the image's pixel coordinates (pixel corners) to the layer's map coordinates (the
     transform the pipeline placed the polygons with); ``width`` x ``height`` is the image grid in pixels.
     ``rboxes[i]`` holds the (4, 2) pixel corners of the box with ``instance_id`` ``i + 1``; ``class_names[id]``
     names class ``id``. Raises :class:`SamrsError` if a rasterized polygon's pixel count differs from the
-    layer's ``area_px`` (the polygons would not be on this grid).
+    layer's ``area_px`` (the polygons would not be on this grid), unless not ``exact``: shaped polygons, whose
+    masks (and COCO masks) are then the pixels they cover.
     """
     import fiona
 
@@ -104,7 +105,7 @@ def instance_records(polygons_path: str, transform: Affine, width: int, height: 
     with fiona.open(polygons_path, layer=MASK_LAYER) as layer:
         for feature in layer:
             p = feature["properties"]
-            mask, row, col = feature_window_mask(feature, transform, width, height, polygons_path)
+            mask, row, col = feature_window_mask(feature, transform, width, height, polygons_path, exact)
             area = int(mask.sum())
             if area:
                 rows, cols = np.nonzero(mask)

@@ -84,14 +84,16 @@ def _coordinates(geometry: dict) -> np.ndarray:
     return np.array(points, dtype=float).reshape(-1, 2)
 
 
-def feature_window_mask(feature: dict, transform: Affine, width: int, height: int, layer_path: str) -> WindowMask:
-    """The window mask of one feature of a result polygon layer (``instance_id``, ``area_px``), checked to
-    cover as many pixel centres as the run counted mask pixels: a :class:`SamrsError` when it does not (the
-    layer is not on this grid, or its geometry was edited)."""
+def feature_window_mask(feature: dict, transform: Affine, width: int, height: int, layer_path: str,
+                        exact: bool = True) -> WindowMask:
+    """The window mask of one feature of a result polygon layer (``instance_id``, ``area_px``); ``exact``: checked
+    to cover as many pixel centres as the run counted mask pixels, a :class:`SamrsError` when it does not (the
+    layer is not on this grid, or its geometry was edited). Shaped polygons (regularised, smoothed, simplified:
+    :mod:`.polygon_shaping`) are not their masks' exact outlines: not ``exact``."""
     p = feature["properties"]
     mask, row, col = rasterize_map_geometry(feature["geometry"], transform, width, height)
     area = int(mask.sum())
-    if area != (p.get("area_px") or 0):
+    if exact and area != (p.get("area_px") or 0):
         raise SamrsError(f"Instance {p['instance_id']} of '{layer_path}' has {p.get('area_px')} mask pixels but its "
                          f"polygon covers {area} pixel centres of the image grid: the layer is not on the image's grid "
                          "(was its geometry edited?).")

@@ -64,7 +64,7 @@ class WindowSegmenter:
         self.polygons = polygons
         self.run_boxes = run_boxes
         self.post_processing = PostProcessing.of(options, abs(transform.determinant))
-        self.shaping = PolygonShaping(options.simplify_px, options.smooth_px, options.regularise)
+        self.shaping = PolygonShaping.of(options)
         self.batch_size = options.batch_size or backend.preferred_batch  # halved for good on out-of-memory
         self.cache: Optional[EmbeddingCache] = None
         if options.embedding_cache and backend.identity():

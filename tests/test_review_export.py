@@ -319,3 +319,18 @@ def test_cancelled_export_writes_nothing(run, tmp_path):
     export_reviewed(run["source"], out)
     assert files(out) == files(run["out"])
     assert load(out / "manifest.json")["images"] == load(run["out"] / "manifest.json")["images"]
+
+
+def test_a_dataset_with_shaped_polygons_exports_with_their_masks(tmp_path):
+    """Regularised polygons are not their masks' exact outlines: the export takes the pixels they cover (no
+    "not on the image's grid" error), and a rejected one is gone."""
+    images, labels = build_dataset(tmp_path)
+    source = tmp_path / "segmented"
+    segment_dataset(images, labels, str(source), SegmentOptions(backend="grabcut", embedding_cache=False,
+                                                                regularise=True, simplify_px=1.0))
+    polygons = str(ImageOutputs.of(str(source), "a").polygons)
+    write_review(polygons, {1: ("rejected", None, None)})
+    summary = export_reviewed(str(source), str(tmp_path / "reviewed"))
+    assert summary.exported == 2 and summary.dropped == 1
+    records = load(ImageOutputs.of(str(tmp_path / "reviewed"), "a").instance_file)
+    assert 1 not in [r["instance_id"] for r in records] and all(r["area"] > 0 for r in records)

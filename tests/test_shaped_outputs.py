@@ -174,3 +174,39 @@ def test_cog_outputs_have_mode_overviews(tmp_path):
         assert set(np.unique(overview)) <= values
     with rasterio.open(out.instances) as ds:
         assert set(np.unique(ds.read(1, out_shape=(ds.height // 4, ds.width // 4)))) <= set(np.unique(ds.read(1)))
+
+
+def test_a_dataset_run_shapes_every_image_polygons_and_records_the_options(tmp_path):
+    """segment_dataset with smoothing and simplification: each image's polygon layer has them, the manifest
+    records them, and the instance files (COCO masks: the pixels the polygons cover) follow the shaped polygons,
+    close to the raw masks."""
+    from samrs.samrs_qgis.dataset import segment_dataset
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for stem, seed in (("a", 1), ("b", 2)):
+        image, objects = support.synthetic_scene(256, seed=seed)
+        support.write_raster(images / f"{stem}.tif", image, NORTH_UP)
+        lines = [" ".join(f"{v} {w}" for v, w in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))) + f" {cls} 0"
+                 for cls, _, (c0, r0, c1, r1) in objects]
+        (labels / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    plain = segment_dataset(str(images), str(labels), str(tmp_path / "plain"),
+                            SegmentOptions(backend="grabcut", embedding_cache=False))
+    shaped = segment_dataset(str(images), str(labels), str(tmp_path / "shaped"),
+                             SegmentOptions(backend="grabcut", embedding_cache=False, smooth_px=2.0, simplify_px=0.5))
+    assert plain.done == shaped.done == 2 and shaped.failed == 0
+    manifest = json.loads((tmp_path / "shaped" / "manifest.json").read_text())
+    assert (manifest["settings"]["smooth_px"], manifest["settings"]["simplify_px"]) == (2.0, 0.5)
+    for stem in ("a", "b"):
+        before = support.read_features(tmp_path / "plain" / "geo" / f"{stem}.gpkg", layer="masks")
+        after = support.read_features(tmp_path / "shaped" / "geo" / f"{stem}.gpkg", layer="masks")
+        assert len(before) == len(after) == 9
+        for x, y in zip(before, after):
+            assert y["geometry"].is_valid and y["geometry"].geom_type == "MultiPolygon"
+            assert not y["geometry"].equals(x["geometry"]) and y["area_px"] == x["area_px"]
+        records = [json.loads((tmp_path / run / "instances" / f"{stem}.json").read_text())
+                   for run in ("plain", "shaped")]
+        assert [r["instance_id"] for r in records[0]] == [r["instance_id"] for r in records[1]]
+        for raw, smooth in zip(*records):
+            assert abs(smooth["area"] - raw["area"]) <= 0.1 * raw["area"]
