@@ -58,10 +58,15 @@ def ablation_modes(requested: Optional[Sequence[str]], backend, reference: str) 
     if refused:
         raise InputError(f"The {backend.name} backend takes the prompt modes {', '.join(backend.prompt_modes)}, "
                          f"not {', '.join(refused)}. Give prompt modes among those, or a SAM checkpoint.")
+    check_reference(reference)
+    return modes
+
+
+def check_reference(reference: str) -> None:
+    """An InputError when the reference masks do not exist."""
     if not os.path.exists(reference):
         raise InputError(f"The reference masks '{reference}' do not exist. Give the true masks (a polygon "
                          "layer or instance raster; a folder of them for a dataset).")
-    return modes
 
 
 def _compare_modes(modes: Sequence[str], out_dir: str, progress: Progress,
@@ -106,7 +111,7 @@ def _variants(modes, polygons, backend, reference) -> Tuple[List[str], Optional[
         raise InputError("Compare either prompt modes (--prompts) or polygon options (--polygon-options), not both.")
     if polygons is not None:
         variants = polygon_variants(polygons)
-        ablation_modes([backend.prompt_modes[0]], backend, reference)  # the reference checked
+        check_reference(reference)
         return list(variants), variants
     return ablation_modes(modes, backend, reference), None
 

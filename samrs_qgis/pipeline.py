@@ -126,14 +126,12 @@ class WindowRunner:
                                        prepared.layer_fields, crs_wkt, layer_name="masks",
                                        tags=prepared.provenance())
             with rasterio.Env(GDAL_CACHEMAX=256):
-                if writer:
-                    for box in prepared.boxes:  # boxes with no mask to compute are accounted for first
-                        if not box.is_usable:
-                            writer.write(self.run_index[id(box)], box.feature.attributes,
-                                         self._result_fields(box, None, 0), None)
+                if writer:  # boxes with no mask to compute are accounted for first
+                    self._write_without_masks(writer, [b for b in prepared.boxes if not b.is_usable])
                 for result in self._box_masks(polygons=writer is not None):
                     self._record(result, canvas, writer)
-                self._record_failures(writer)
+                if writer:  # boxes whose masks could not be computed (see ``failed``)
+                    self._write_without_masks(writer, [prepared.boxes[i - 1] for i in sorted(self.failed)])
                 self.progress.check_cancelled()
                 if writer:
                     t0 = time.perf_counter()
@@ -174,12 +172,10 @@ class WindowRunner:
         self.done_work += 1
         self.progress.set_fraction(0.95 * self.done_work / max(self.total_work, 1))
 
-    def _record_failures(self, writer: Optional[PolygonWriter]) -> None:
-        """Write the features of the boxes whose masks could not be computed (see ``failed``)."""
-        if writer:
-            for index in sorted(self.failed):
-                box = self.prepared.boxes[index - 1]
-                writer.write(index, box.feature.attributes, self._result_fields(box, None, 0), None)
+    def _write_without_masks(self, writer: PolygonWriter, boxes: List[PixelBox]) -> None:
+        """The features of ``boxes``, which have no mask: no geometry, their status and detail."""
+        for box in boxes:
+            writer.write(self.run_index[id(box)], box.feature.attributes, self._result_fields(box, None, 0), None)
 
     def _read_ahead(self) -> Iterator[Tuple[WindowPlan, np.ndarray, Optional[np.ndarray]]]:
         """Yield ``(plan, frame, valid)`` per window while the next window is read in a background thread,
