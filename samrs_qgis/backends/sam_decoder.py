@@ -10,9 +10,10 @@ skip work without changing any value it computes:
 - In the later layers each box has its own 4096 image tokens, but only a few prompt tokens (t = 7 for
   a box). Every projection of the image tokens is folded into the few tokens' side instead (matrix
   products reassociated; a softmax row sums to one, so a value projection's bias passes through it):
-  no 4096-token projection and no head split/merge copy of the image side per box. The same values up
-  to rounding; per box 2.0 -> 1.3 GFLOP of matrix products (torch's FlopCounterMode, batch of 4) and
-  about half the CPU time (measured, one thread: fp32 55 -> 28 ms, bf16 27 -> 14 ms).
+  no 4096-token projection and no head split/merge copy of the image side per box. The image side's
+  positional encoding is the same for every box, so its projections are made once per window and each
+  box meets them head by head (t x 16 rows per head, not 8 t x 256). The same values up to rounding;
+  per box 2.0 -> 0.9 GFLOP of matrix products (torch's FlopCounterMode, batch of 4).
 - The output upscaling (two 2x2 stride-2 transposed convolutions with a per-pixel channel layer norm
   and GELU) and the hypernetwork product are pixel-local: a cell of the 256x256 logit grid depends
   only on the one 64x64 embedding cell it lies in. So each box's logits are computed over the
@@ -41,10 +42,12 @@ class WindowTensors:
     features: object  # (1, c, rows, cols) the image embedding
     image_pe: object  # (1, c, rows, cols) positional encoding of the image positions
     keys: object  # (1, n, c) image embedding plus the "no mask" dense prompt
-    key_pe: object  # (1, n, c) positional encoding of the image positions
     first_keys: object  # (1, heads, n, c/2/heads) layer 0 token-to-image keys
     first_values: object  # (1, heads, n, c/2/heads) layer 0 token-to-image values
-    first_queries: object  # (1, n, c/2) layer 0 image-to-token queries (projected, heads not split)
+    first_queries: object  # (1, heads, n, c/2/heads) layer 0 image-to-token queries
+    # Per cross attention after layer 0 (:func:`pe_projections`' order): the image positional encoding through
+    # its image-side projection (token-to-image: keys, image-to-token: queries), no bias, (1, heads, n, c/2/heads)
+    projected_pe: Tuple[object, ...]
     grid_shape: Tuple[int, int]  # (rows, cols) of the image embedding
 
 
@@ -64,21 +67,39 @@ def _torch():
     return torch
 
 
-def _with_image(rows, image, image_pe=None):
-    """``rows`` (B, r, c) times the image side transposed: (B, r, n) = rows @ (image + image_pe)^T, the sum never
-    formed (a pass over B x n x c values costs more than a product of r = 56 rows). ``image`` (K, n, c), K = B or 1
-    (one window for all boxes: one product with every box's rows), ``image_pe`` (1, n, c) or None."""
+def _with_image(rows, image):
+    """``rows`` (B, r, c) times the image side transposed: (B, r, n) = rows @ image^T. ``image`` (K, n, c), K = B
+    or 1 (one window for all boxes: one product with every box's rows)."""
     batch, r, c = rows.shape
-    n = image.shape[1]
-    shared = rows.reshape(1, batch * r, c)
+    if image.shape[0] == 1:
+        return (rows.reshape(1, batch * r, c) @ image.transpose(1, 2)).view(batch, r, image.shape[1])
+    return rows @ image.transpose(1, 2)
 
-    def times(side):
-        if side.shape[0] == 1:
-            return (shared @ side.transpose(1, 2)).view(batch, r, n)
-        return rows @ side.transpose(1, 2)
 
-    product = times(image)
-    return product if image_pe is None else product + times(image_pe)
+def _with_heads(per_head_tokens, projected):
+    """Each head's tokens against its projected image side: ``per_head_tokens`` (B, t, heads, d) and
+    ``projected`` (1, heads, n, d) -> (B, heads t, n), rows in :func:`_fold_into_tokens`' order."""
+    batch, tokens, heads, _ = per_head_tokens.shape
+    scores = per_head_tokens.transpose(1, 2) @ projected.transpose(-1, -2)  # (B, heads, t, n)
+    return scores.reshape(batch, heads * tokens, projected.shape[2])
+
+
+def _split_heads(image_side, heads: int):
+    """(1, n, heads d) -> (1, heads, n, d), contiguous: one window's projection ready for :func:`_with_heads`."""
+    one, n, width = image_side.shape
+    return image_side.view(one, n, heads, width // heads).transpose(1, 2).contiguous()
+
+
+def pe_projections(transformer, key_pe) -> Tuple[object, ...]:
+    """The image positional encoding ``key_pe`` (1, n, c) through the image-side projection of every cross
+    attention after layer 0, in the order :func:`transformer_for_boxes` uses them: per later layer its
+    token-to-image keys and image-to-token queries, then the final attention's keys. No bias (the tokens' side
+    adds it). Each (1, heads, n, d)."""
+    attentions = []
+    for layer in transformer.layers[1:]:
+        attentions += [(layer.cross_attn_token_to_image, "k_proj"), (layer.cross_attn_image_to_token, "q_proj")]
+    attentions.append((transformer.final_attn_token_to_image, "k_proj"))
+    return tuple(_split_heads(key_pe @ getattr(a, name).weight.t(), a.num_heads) for a, name in attentions)
 
 
 def _fold_into_tokens(per_head_tokens, projection):
@@ -93,13 +114,14 @@ def _fold_into_tokens(per_head_tokens, projection):
     return rows, bias.reshape(batch, heads * tokens, 1)
 
 
-def tokens_to_image(attention, queries, keys, key_pe):
+def tokens_to_image(attention, queries, keys, projected_pe):
     """segment-anything's ``Attention`` with a few tokens attending to the image, reassociated:
     ``attention(q=queries, k=keys + key_pe, v=keys)``.
 
     ``queries`` (B, t, c) the tokens (their positional encoding added); ``keys`` (K, n, c) the image side, K = B or
-    1, ``key_pe`` (1, n, c) its positional encoding. The key and value projections are applied to the tokens'
-    side: scores = (q_h W_k,h) . (keys + key_pe) + q_h . b_k,h, and, a softmax row summing to one,
+    1; ``projected_pe`` (1, heads, n, d) the image positional encoding through the key projection
+    (:func:`pe_projections`). The key and value projections are applied to the tokens' side: scores =
+    (q_h W_k,h) . keys + q_h . (W_k,h key_pe) + q_h . b_k,h, and, a softmax row summing to one,
     softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. Returns (B, t, c).
     """
     torch = _torch()
@@ -107,8 +129,9 @@ def tokens_to_image(attention, queries, keys, key_pe):
     heads = attention.num_heads
     q = attention.q_proj(queries)
     per_head = q.shape[-1] // heads
-    folded, bias = _fold_into_tokens(q.view(batch, tokens, heads, per_head), attention.k_proj)
-    scores = _with_image(folded, keys, key_pe) + bias  # (B, heads t, n)
+    q = q.view(batch, tokens, heads, per_head)
+    folded, bias = _fold_into_tokens(q, attention.k_proj)
+    scores = _with_image(folded, keys) + _with_heads(q, projected_pe) + bias  # (B, heads t, n)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
     mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
     out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
@@ -116,17 +139,19 @@ def tokens_to_image(attention, queries, keys, key_pe):
     return attention.out_proj(out.reshape(batch, tokens, heads * per_head))
 
 
-def image_to_tokens_residual(attention, keys, key_pe, queries, values, projected=None):
+def image_to_tokens_residual(attention, keys, queries, values, projected_pe=None, projected=None):
     """``keys + attention(q=keys + key_pe, k=queries, v=values)``: segment-anything's ``Attention`` with the image
     attending to a few tokens, plus the residual its two-way block adds, reassociated.
 
-    ``keys`` (K, n, c) the image side, K = B or 1, ``key_pe`` (1, n, c); ``queries`` (B, t, c) the tokens with their
-    positional encoding (the attention's keys), ``values`` (B, t, c) without. ``projected`` (1, n, c/2): the query
-    projection of ``keys + key_pe`` when it is already known (one window for all boxes). The query projection is
-    folded into the tokens' keys, the output projection into their values, per head: scores = (keys + key_pe) .
-    (W_q,h^T k_h) + b_q,h . k_h; out = sum over heads of softmax(scores) (v_h W_out,h^T) + b_out, the bias spread
-    over the heads' rows (each head's weights sum to one), the residual added by the same product. Scores are
-    held as (B, heads t, n), so the softmax over a head's t tokens runs along n. Returns (B, n, c).
+    ``keys`` (K, n, c) the image side, K = B or 1; ``queries`` (B, t, c) the tokens with their positional encoding
+    (the attention's keys), ``values`` (B, t, c) without. Either ``projected_pe`` (1, heads, n, d), the image
+    positional encoding through the query projection (:func:`pe_projections`), or ``projected`` (1, heads, n, d),
+    the whole query projection of ``keys + key_pe`` when it is already known (one window for all boxes). The query
+    projection is folded into the tokens' keys, the output projection into their values, per head: scores =
+    (keys + key_pe) . (W_q,h^T k_h) + b_q,h . k_h; out = sum over heads of softmax(scores) (v_h W_out,h^T) +
+    b_out, the bias spread over the heads' rows (each head's weights sum to one), the residual added by the same
+    product. Scores are held as (B, heads t, n), so the softmax over a head's t tokens runs along n.
+    Returns (B, n, c).
     """
     torch = _torch()
     batch, tokens, c = queries.shape
@@ -134,13 +159,11 @@ def image_to_tokens_residual(attention, keys, key_pe, queries, values, projected
     k = attention.k_proj(queries)
     per_head = k.shape[-1] // heads
     k = k.view(batch, tokens, heads, per_head)
-    if projected is not None:  # projected . k_h over each head's channels: k as block-diagonal rows
-        eye = torch.eye(heads, dtype=k.dtype, device=k.device)
-        folded = torch.einsum("bthd,hg->bhtgd", k, eye).reshape(batch, heads * tokens, heads * per_head)
-        scores = _with_image(folded, projected)
+    if projected is not None:
+        scores = _with_heads(k, projected)
     else:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
-        scores = _with_image(folded, keys, key_pe) + bias
+        scores = _with_image(folded, keys) + _with_heads(k, projected_pe) + bias
     n = scores.shape[-1]
     weights = torch.softmax(scores.view(batch, heads, tokens, n) / math.sqrt(per_head), dim=2)
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
@@ -150,20 +173,22 @@ def image_to_tokens_residual(attention, keys, key_pe, queries, values, projected
     return torch.baddbmm(keys, weights_t, mixed.reshape(batch, heads * tokens, c))
 
 
-def two_way_layer(layer, queries, keys, query_pe, key_pe):
+def two_way_layer(layer, queries, keys, query_pe, projected_pe):
     """segment-anything's ``TwoWayAttentionBlock.forward`` (a layer after the first) for a batch of boxes, its
     cross attentions reassociated (:func:`tokens_to_image`, :func:`image_to_tokens_residual`). Shapes as
-    :func:`transformer_for_boxes`; ``keys`` (B, n, c) or (1, n, c)."""
+    :func:`transformer_for_boxes`; ``keys`` (B, n, c) or (1, n, c); ``projected_pe`` this layer's two
+    :func:`pe_projections`."""
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-    queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe))
+    queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys,
+                                                    projected_pe[0]))
     queries = layer.norm3(queries + layer.mlp(queries))
-    keys = layer.norm4(image_to_tokens_residual(layer.cross_attn_image_to_token, keys, key_pe, queries + query_pe,
-                                                queries))
+    keys = layer.norm4(image_to_tokens_residual(layer.cross_attn_image_to_token, keys, queries + query_pe, queries,
+                                                projected_pe=projected_pe[1]))
     return queries, keys
 
 
-def transformer_for_boxes(transformer, tokens, keys, key_pe, first_keys, first_values, first_queries):
+def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, first_queries, projected_pe):
     """The two-way transformer for a batch of box prompts against one window.
 
     ``tokens`` (B, t, c): output tokens + sparse prompt embeddings; the window tensors as in
@@ -176,11 +201,11 @@ def transformer_for_boxes(transformer, tokens, keys, key_pe, first_keys, first_v
     q = to_image._separate_heads(to_image.q_proj(queries + tokens), to_image.num_heads)
     queries = first.norm2(queries + _attend(to_image, q, first_keys, first_values))
     queries = first.norm3(queries + first.mlp(queries))
-    keys = first.norm4(image_to_tokens_residual(first.cross_attn_image_to_token, keys, key_pe, queries + tokens,
-                                                queries, projected=first_queries))
-    for layer in transformer.layers[1:]:
-        queries, keys = two_way_layer(layer, queries, keys, tokens, key_pe)
-    out = tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, key_pe)
+    keys = first.norm4(image_to_tokens_residual(first.cross_attn_image_to_token, keys, queries + tokens, queries,
+                                                projected=first_queries))
+    for i, layer in enumerate(transformer.layers[1:]):
+        queries, keys = two_way_layer(layer, queries, keys, tokens, projected_pe[2 * i:2 * i + 2])
+    out = tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, projected_pe[-1])
     return transformer.norm_final_attn(queries + out), keys
 
 
@@ -250,7 +275,8 @@ class WindowMaskDecoder:
 
     def transformer(self, tokens, w: WindowTensors):
         run = self._compiled_transformer or transformer_for_boxes
-        return run(self.decoder.transformer, tokens, w.keys, w.key_pe, w.first_keys, w.first_values, w.first_queries)
+        return run(self.decoder.transformer, tokens, w.keys, w.first_keys, w.first_values, w.first_queries,
+                   w.projected_pe)
 
     def compile(self) -> None:
         """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
@@ -292,10 +318,11 @@ class WindowMaskDecoder:
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
         keyed = keys + key_pe
         self.window = WindowTensors(
-            features=features, image_pe=image_pe, keys=keys, key_pe=key_pe,
+            features=features, image_pe=image_pe, keys=keys,
             first_keys=to_image._separate_heads(to_image.k_proj(keyed), to_image.num_heads),
             first_values=to_image._separate_heads(to_image.v_proj(keys), to_image.num_heads),
-            first_queries=to_token.q_proj(keyed),
+            first_queries=_split_heads(to_token.q_proj(keyed), to_token.num_heads),
+            projected_pe=pe_projections(self.decoder.transformer, key_pe),
             grid_shape=tuple(features.shape[-2:]))
 
     def decode(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
