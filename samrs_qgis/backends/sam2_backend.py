@@ -136,6 +136,9 @@ class Sam2WindowDecoder(WindowMaskDecoder):
             tokens.insert(0, decoder.obj_score_token.weight)
         return _torch().cat(tokens, dim=0)
 
+    def _read_tokens(self, multimask: bool) -> int:
+        return self.token_offset + super()._read_tokens(multimask)
+
     def _select(self, hs, multimask: bool, count: int):
         return super()._select(hs[:, self.token_offset:], multimask, count)
 

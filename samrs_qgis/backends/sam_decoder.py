@@ -188,11 +188,14 @@ def two_way_layer(layer, queries, keys, query_pe, projected_pe):
     return queries, keys
 
 
-def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, first_queries, projected_pe):
+def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, first_queries, projected_pe,
+                          read_tokens: int):
     """The two-way transformer for a batch of box prompts against one window.
 
     ``tokens`` (B, t, c): output tokens + sparse prompt embeddings; the window tensors as in
-    :class:`WindowTensors`. Returns (queries (B, t, c), keys (B, n, c)) as ``TwoWayTransformer`` does.
+    :class:`WindowTensors`. Returns (queries (B, read_tokens, c), keys (B, n, c)) as ``TwoWayTransformer`` does,
+    its queries cut to the first ``read_tokens``: the final attention treats each token on its own, and only the
+    tokens whose outputs are read go through it (SAM's single mask reads 2 of a box's 7).
     A plain function of tensors so that ``torch.compile`` can take it whole.
     """
     first = transformer.layers[0]  # skip_first_layer_pe: self-attention without the prompt PE
@@ -205,6 +208,7 @@ def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, f
                                                 projected=first_queries))
     for i, layer in enumerate(transformer.layers[1:]):
         queries, keys = two_way_layer(layer, queries, keys, tokens, projected_pe[2 * i:2 * i + 2])
+    queries, tokens = queries[:, :read_tokens], tokens[:, :read_tokens]
     out = tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, projected_pe[-1])
     return transformer.norm_final_attn(queries + out), keys
 
@@ -273,10 +277,10 @@ class WindowMaskDecoder:
     def compiled(self) -> bool:
         return self._compiled_transformer is not None
 
-    def transformer(self, tokens, w: WindowTensors):
+    def transformer(self, tokens, w: WindowTensors, multimask: bool):
         run = self._compiled_transformer or transformer_for_boxes
         return run(self.decoder.transformer, tokens, w.keys, w.first_keys, w.first_values, w.first_queries,
-                   w.projected_pe)
+                   w.projected_pe, self._read_tokens(multimask))
 
     def compile(self) -> None:
         """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
@@ -355,6 +359,11 @@ class WindowMaskDecoder:
         """The decoder's output tokens (t, c): the IoU token, then the mask tokens."""
         return _torch().cat([self.decoder.iou_token.weight, self.decoder.mask_tokens.weight], dim=0)
 
+    def _read_tokens(self, multimask: bool) -> int:
+        """How many of the leading output tokens :meth:`_select` reads: the IoU token and the single-mask token, or
+        with ``multimask`` all mask tokens."""
+        return 1 + self.decoder.num_mask_tokens if multimask else 2
+
     def _select(self, hs, multimask: bool, count: int):
         """The transformer's output tokens (B, t, c) -> (the chosen mask's hypernetwork weights, its predicted
         IoU (B,)): what :meth:`_crop_logits` takes."""
@@ -387,7 +396,7 @@ class WindowMaskDecoder:
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1),
                             sparse.to(output_tokens.dtype)), dim=1)
         if not mask_prompt:
-            hs, keys = self.transformer(tokens, w)
+            hs, keys = self.transformer(tokens, w, multimask)
         else:  # a mask prompt changes the image side per box: nothing to share, segment-anything's own path
             hs, keys = decoder.transformer(w.features + self._cast(dense), w.image_pe, tokens)
         hs, keys = hs[:count], keys[:count]

@@ -63,6 +63,9 @@ class HqWindowMaskDecoder(WindowMaskDecoder):
         """SAM's output tokens, then HQ's."""
         return _torch().cat([super()._output_tokens(), self.decoder.hf_token.weight], dim=0)
 
+    def _read_tokens(self, multimask: bool) -> int:
+        return self.decoder.num_mask_tokens + 1  # up to HQ's token, which follows SAM's mask tokens
+
     def _select(self, hs, multimask: bool, count: int):
         """(B, 2, c/8): SAM's chosen mask's hypernetwork weights and HQ's; SAM's predicted IoU."""
         hyper, scores = super()._select(hs, multimask, count)
