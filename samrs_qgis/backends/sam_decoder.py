@@ -52,13 +52,14 @@ class WindowTensors:
 
 
 def _attend(attention, q, k, v):
-    """segment-anything's ``Attention.forward`` after its q/k/v projections (heads already separated).
-
-    Batch dimensions broadcast, so per-window tensors of batch 1 meet per-box tensors of batch B.
-    """
+    """segment-anything's ``Attention.forward`` after its q/k/v projections, for a batch of boxes against one
+    window: ``q`` (B, t, heads, d) the boxes' tokens, ``k`` and ``v`` (1, heads, n, d) the window's. Returns
+    (B, t, c). Each head's products take all boxes' tokens as rows (no copy of the window side per box)."""
     torch = _torch()
-    scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return attention.out_proj(attention._recombine_heads(scores @ v))
+    batch, tokens, heads, per_head = q.shape
+    scores = torch.softmax(_with_heads(q, k) / math.sqrt(per_head), dim=-1)  # (heads, B t, n)
+    out = (scores @ v[0]).view(heads, batch, tokens, per_head).permute(1, 2, 0, 3)  # (B, t, heads, d)
+    return attention.out_proj(out.reshape(batch, tokens, heads * per_head))
 
 
 def _torch():
@@ -77,11 +78,20 @@ def _with_image(rows, image):
 
 
 def _with_heads(per_head_tokens, projected):
-    """Each head's tokens against its projected image side: ``per_head_tokens`` (B, t, heads, d) and
-    ``projected`` (1, heads, n, d) -> (B, heads t, n), rows in :func:`_fold_into_tokens`' order."""
+    """Each head's tokens against its projected image side, every box's tokens as rows of one product per head:
+    ``per_head_tokens`` (B, t, heads, d), ``projected`` (1, heads, n, d) -> (heads, B t, n)."""
+    batch, tokens, heads, per_head = per_head_tokens.shape
+    rows = per_head_tokens.permute(2, 0, 1, 3).reshape(heads, batch * tokens, per_head)
+    return rows @ projected[0].transpose(1, 2)
+
+
+def _add_heads(scores, per_head_tokens, projected):
+    """``scores`` (B, heads t, n) plus :func:`_with_heads` of the tokens and ``projected``, in place."""
     batch, tokens, heads, _ = per_head_tokens.shape
-    scores = per_head_tokens.transpose(1, 2) @ projected.transpose(-1, -2)  # (B, heads, t, n)
-    return scores.reshape(batch, heads * tokens, projected.shape[2])
+    n = scores.shape[-1]
+    scores.view(batch, heads, tokens, n).add_(
+        _with_heads(per_head_tokens, projected).view(heads, batch, tokens, n).transpose(0, 1))
+    return scores
 
 
 def _split_heads(image_side, heads: int):
@@ -131,7 +141,7 @@ def tokens_to_image(attention, queries, keys, projected_pe):
     per_head = q.shape[-1] // heads
     q = q.view(batch, tokens, heads, per_head)
     folded, bias = _fold_into_tokens(q, attention.k_proj)
-    scores = _with_image(folded, keys) + _with_heads(q, projected_pe) + bias  # (B, heads t, n)
+    scores = _add_heads(_with_image(folded, keys), q, projected_pe) + bias  # (B, heads t, n)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
     mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
     out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
@@ -160,10 +170,11 @@ def image_to_tokens_residual(attention, keys, queries, values, projected_pe=None
     per_head = k.shape[-1] // heads
     k = k.view(batch, tokens, heads, per_head)
     if projected is not None:
-        scores = _with_heads(k, projected)
+        n = projected.shape[2]  # to (B, heads, t, n): one copy of the scores, not of the window side per box
+        scores = _with_heads(k, projected).view(heads, batch, tokens, n).transpose(0, 1).contiguous()
     else:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
-        scores = _with_image(folded, keys) + _with_heads(k, projected_pe) + bias
+        scores = _add_heads(_with_image(folded, keys), k, projected_pe) + bias
     n = scores.shape[-1]
     weights = torch.softmax(scores.view(batch, heads, tokens, n) / math.sqrt(per_head), dim=2)
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
@@ -201,7 +212,8 @@ def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, f
     first = transformer.layers[0]  # skip_first_layer_pe: self-attention without the prompt PE
     queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
     to_image = first.cross_attn_token_to_image
-    q = to_image._separate_heads(to_image.q_proj(queries + tokens), to_image.num_heads)
+    q = to_image.q_proj(queries + tokens)
+    q = q.view(*q.shape[:2], to_image.num_heads, -1)
     queries = first.norm2(queries + _attend(to_image, q, first_keys, first_values))
     queries = first.norm3(queries + first.mlp(queries))
     keys = first.norm4(image_to_tokens_residual(first.cross_attn_image_to_token, keys, queries + tokens, queries,
