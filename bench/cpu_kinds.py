@@ -200,7 +200,7 @@ def decoder(args: dict) -> dict:
     """Milliseconds per box in fp32 (what ``auto`` runs on a CPU without bf16) of the engine's decoder
     (``SamBackend.decode``, its batches, each box's neighbourhood region) and of segment-anything's
     ``SamPredictor.predict_torch`` as SAMRS ran it (batches of 20, full-window masks to numpy), alternating, best
-    of ``reps``; 48 boxes of 20-200 px on one window. The decoder is SAM's (the same for every ViT size); the image
+    of ``reps``; 48 boxes of 20-200 px on one window, the backend made as a run makes it. The decoder is SAM's (the same for every ViT size); the image
     encoder is a small one, as its cost is not measured here."""
     torch = _torch()
     _engine()
@@ -210,7 +210,8 @@ def decoder(args: dict) -> dict:
     from segment_anything.build_sam import _build_sam
 
     import bench
-    from samrs_qgis.backends.sam import SamBackend
+    from samrs_qgis.backends import make_backend
+    from samrs_qgis.settings import SegmentOptions
 
     torch.manual_seed(0)
     model = _build_sam(encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
@@ -219,7 +220,7 @@ def decoder(args: dict) -> dict:
     with tempfile.TemporaryDirectory() as work:
         path = os.path.join(work, "sam_small_encoder.pth")
         torch.save(model.state_dict(), path)
-        backend = SamBackend(path, device="cpu", precision="fp32")
+        backend = make_backend(SegmentOptions(checkpoint=path, device="cpu", precision="fp32"))  # as a run makes it
     rng = np.random.default_rng(3)
     corners = rng.uniform(0, WINDOW - 200, (48, 2))
     boxes = np.hstack([corners, corners + rng.uniform(20, 200, (48, 2))])

@@ -15,6 +15,7 @@ from typing import Dict, Tuple, Type
 
 from ..errors import InputError
 from .base import Backend
+from .host_memory import keep_freed_memory
 
 BACKEND_CLASSES: Dict[str, Tuple[str, str]] = {"sam": (".sam", "SamBackend"),
                                                 "grabcut": (".grabcut", "GrabCutBackend")}  # name -> (module, class)
@@ -73,6 +74,7 @@ def make_backend(options, progress=None) -> Backend:
     from ..settings import resolve_backend, resolve_official_model  # not at the top: settings reads the backends
 
     options = resolve_backend(resolve_official_model(options))
+    keep_freed_memory()  # before the model's first arrays (see host_memory)
     if options.backend == "sam":  # the model file says which family, and so which class runs it
         model = identify_model(options.checkpoint, options.model_type)
         # the model type is checked here for every family: the class loads whatever the file holds
