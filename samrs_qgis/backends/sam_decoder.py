@@ -12,8 +12,11 @@ skip work without changing any value it computes:
   products reassociated; a softmax row sums to one, so a value projection's bias passes through it):
   no 4096-token projection and no head split/merge copy of the image side per box. The image side's
   positional encoding is the same for every box, so its projections are made once per window and each
-  box meets them head by head (t x 16 rows per head, not 8 t x 256). The same values up to rounding;
-  per box 2.0 -> 0.9 GFLOP of matrix products (torch's FlopCounterMode, batch of 4).
+  box meets them head by head (t x 16 rows per head, not 8 t x 256). Layer 0's output is the window's
+  keys plus a low-rank update per box, through a layer norm: layer 1 takes it in that factored form
+  (:class:`FirstLayerKeys`). The final attention runs only for the tokens whose outputs are read.
+  The same values up to rounding; per box (SAM's single mask) 2.0 -> 0.52 GFLOP of matrix products
+  (torch's FlopCounterMode, batch of 4).
 - The output upscaling (two 2x2 stride-2 transposed convolutions with a per-pixel channel layer norm
   and GELU) and the hypernetwork product are pixel-local: a cell of the 256x256 logit grid depends
   only on the one 64x64 embedding cell it lies in. So each box's logits are computed over the
@@ -48,7 +51,30 @@ class WindowTensors:
     # Per cross attention after layer 0 (:func:`pe_projections`' order): the image positional encoding through
     # its image-side projection (token-to-image: keys, image-to-token: queries), no bias, (1, heads, n, c/2/heads)
     projected_pe: Tuple[object, ...]
+    # Layer 1's image-side projections (token-to-image keys and values, image-to-token queries) of the window's
+    # keys centred per position and scaled by layer 0's last layer norm, no bias, each (1, heads, n, c/2/heads):
+    # what :class:`FirstLayerKeys` needs (:func:`second_layer_products`); empty for a one-layer transformer
+    second_products: Tuple[object, ...]
     grid_shape: Tuple[int, int]  # (rows, cols) of the image embedding
+
+
+@dataclass
+class FirstLayerKeys:
+    """Layer 0's image side for a batch of boxes, made and in factored form.
+
+    Layer 0 ends with ``keys = norm(x + weights^T mixed)``: ``x`` (1, n, c) the window's keys, the same for every
+    box, plus a rank-r update per box (r = heads t). Per position i that is keys_i = inv_sigma_i (x~_i +
+    weights_i^T centred) * gamma + beta, with x~ = x centred over its channels and ``centred`` = mixed with its rows
+    centred. A product of a few token rows with every keys_i thus splits into the window's part, made once per
+    window (:func:`second_layer_products`), and a rank-r part per box: about a quarter of the arithmetic of a
+    product with the made keys (per box 117 -> 33 MFLOP for 56 rows).
+    """
+
+    keys: object  # (B, n, c) the layer's output, made (the next layer's residual)
+    weights: object  # (B, r, n) the image-to-token attention weights
+    centred: object  # (B, r, c) the attention's mixed values, each row minus its mean
+    inv_sigma: object  # (B, 1, n) 1 / the layer norm's standard deviation at each position
+    norm: object  # the layer norm (gamma its weight, beta its bias)
 
 
 def _attend(attention, q, k, v):
@@ -112,6 +138,58 @@ def pe_projections(transformer, key_pe) -> Tuple[object, ...]:
     return tuple(_split_heads(key_pe @ getattr(a, name).weight.t(), a.num_heads) for a, name in attentions)
 
 
+def second_layer_products(transformer, keys) -> Tuple[object, ...]:
+    """The window's part of :class:`FirstLayerKeys` through layer 1's image-side projections: ``keys`` (1, n, c)
+    the window's keys, centred per position, times layer 0's last layer-norm weight, through layer 1's token-to-
+    image key and value projections and its image-to-token query projection (no bias); each (1, heads, n, d).
+    Empty when the transformer has one layer."""
+    if len(transformer.layers) < 2:
+        return ()
+    scaled = (keys - keys.mean(-1, keepdim=True)) * transformer.layers[0].norm4.weight
+    to_image, to_token = transformer.layers[1].cross_attn_token_to_image, transformer.layers[1].cross_attn_image_to_token
+    return tuple(_split_heads(scaled @ projection.weight.t(), attention.num_heads) for attention, projection in
+                 ((to_image, to_image.k_proj), (to_image, to_image.v_proj), (to_token, to_token.q_proj)))
+
+
+def _first_layer_keys(norm, keys, weights, mixed) -> FirstLayerKeys:
+    """Layer 0's last step, ``norm(keys + weights^T mixed)``, made and in factored form: ``keys`` (1, n, c) the
+    window's, ``weights`` (B, r, n), ``mixed`` (B, r, c)."""
+    torch = _torch()
+    summed = torch.baddbmm(keys, weights.transpose(1, 2), mixed)
+    # the layer norm (norm(summed) exactly) with its 1 / standard deviation per position, (B, n, 1)
+    made, _, inv_sigma = torch.native_layer_norm(summed, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return FirstLayerKeys(keys=made, weights=weights, centred=mixed - mixed.mean(-1, keepdim=True),
+                          inv_sigma=inv_sigma.to(summed.dtype).transpose(1, 2), norm=norm)
+
+
+def _factored_scores(per_head_tokens, folded, bias, first: FirstLayerKeys, projected_keys, projected_pe):
+    """(B, heads t, n): ``folded`` . (keys_i + pe_i) + ``bias`` at every position of :class:`FirstLayerKeys`,
+    computed from its factors. ``folded`` (B, heads t, c) = the tokens (B, t, heads, d) through a projection
+    W (:func:`_fold_into_tokens`); ``projected_keys`` the window's part through W, ``projected_pe`` the image
+    positional encoding's (each (1, heads, n, d))."""
+    gamma, beta = first.norm.weight, first.norm.bias
+    scores = ((folded * gamma) @ first.centred.transpose(1, 2)) @ first.weights  # the rank-r part, (B, heads t, n)
+    _add_heads(scores, per_head_tokens, projected_keys).mul_(first.inv_sigma)
+    return _add_heads(scores, per_head_tokens, projected_pe) + (folded @ beta).unsqueeze(-1) + bias
+
+
+def _factored_values(weights, first: FirstLayerKeys, value_projection, projected_values, tokens: int):
+    """``weights`` (B, heads t, n), rows summing to one, times the keys of :class:`FirstLayerKeys` through
+    ``value_projection`` (its bias not added), per head: (B, t, heads, d). ``projected_values`` (1, heads, n, d) the
+    window's part through the value projection."""
+    torch = _torch()
+    batch, rows, n = weights.shape
+    heads, per_head = projected_values.shape[1], projected_values.shape[3]
+    scaled = weights * first.inv_sigma
+    per_head_rows = scaled.view(batch, heads, tokens, n).transpose(0, 1).reshape(heads, batch * tokens, n)
+    window_part = (per_head_rows @ projected_values[0]).view(heads, batch, tokens, per_head).permute(1, 2, 0, 3)
+    through = ((first.centred * first.norm.weight) @ value_projection.weight.t()).view(batch, -1, heads, per_head)
+    low_rank = torch.einsum("bhtr,brhd->bthd", (scaled @ first.weights.transpose(1, 2)).view(batch, heads, tokens, -1),
+                            through)
+    # the rows summing to one carry beta through the projection unscaled
+    return window_part + low_rank + (value_projection.weight @ first.norm.bias).view(heads, per_head)
+
+
 def _fold_into_tokens(per_head_tokens, projection):
     """A projection of the image side folded into the tokens': ``per_head_tokens`` (B, t, heads, d) against
     ``projection`` (a Linear from c to heads d) -> (rows (B, heads t, c), bias (B, heads t, 1)), so that
@@ -124,7 +202,8 @@ def _fold_into_tokens(per_head_tokens, projection):
     return rows, bias.reshape(batch, heads * tokens, 1)
 
 
-def tokens_to_image(attention, queries, keys, projected_pe):
+def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[FirstLayerKeys] = None,
+                    projected_keys=None, projected_values=None):
     """segment-anything's ``Attention`` with a few tokens attending to the image, reassociated:
     ``attention(q=queries, k=keys + key_pe, v=keys)``.
 
@@ -132,7 +211,9 @@ def tokens_to_image(attention, queries, keys, projected_pe):
     1; ``projected_pe`` (1, heads, n, d) the image positional encoding through the key projection
     (:func:`pe_projections`). The key and value projections are applied to the tokens' side: scores =
     (q_h W_k,h) . keys + q_h . (W_k,h key_pe) + q_h . b_k,h, and, a softmax row summing to one,
-    softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. Returns (B, t, c).
+    softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. With ``first`` the keys are
+    layer 0's, taken in factored form (``projected_keys``/``projected_values``: the window's part through the
+    key and value projections, :func:`second_layer_products`). Returns (B, t, c).
     """
     torch = _torch()
     batch, tokens, c = queries.shape
@@ -141,27 +222,36 @@ def tokens_to_image(attention, queries, keys, projected_pe):
     per_head = q.shape[-1] // heads
     q = q.view(batch, tokens, heads, per_head)
     folded, bias = _fold_into_tokens(q, attention.k_proj)
-    scores = _add_heads(_with_image(folded, keys), q, projected_pe) + bias  # (B, heads t, n)
+    if first is None:
+        scores = _add_heads(_with_image(folded, keys), q, projected_pe) + bias  # (B, heads t, n)
+    else:
+        scores = _factored_scores(q, folded, bias, first, projected_keys, projected_pe)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
-    mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
-    out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
+    if first is None:
+        mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
+        out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
+    else:
+        out = _factored_values(weights, first, attention.v_proj, projected_values, tokens)
     out = out + attention.v_proj.bias.view(heads, per_head)
     return attention.out_proj(out.reshape(batch, tokens, heads * per_head))
 
 
-def image_to_tokens_residual(attention, keys, queries, values, projected_pe=None, projected=None):
-    """``keys + attention(q=keys + key_pe, k=queries, v=values)``: segment-anything's ``Attention`` with the image
-    attending to a few tokens, plus the residual its two-way block adds, reassociated.
+def image_to_tokens(attention, keys, queries, values, projected_pe=None, projected=None,
+                    first: Optional[FirstLayerKeys] = None, projected_keys=None):
+    """segment-anything's ``Attention`` with the image attending to a few tokens, ``attention(q=keys + key_pe,
+    k=queries, v=values)``, reassociated and returned in factors: (weights (B, r, n), mixed (B, r, c)), r = heads t,
+    the output at image position i being ``weights[:, :, i] @ mixed`` (its two-way block adds the residual:
+    ``baddbmm(keys, weights^T, mixed)``).
 
     ``keys`` (K, n, c) the image side, K = B or 1; ``queries`` (B, t, c) the tokens with their positional encoding
-    (the attention's keys), ``values`` (B, t, c) without. Either ``projected_pe`` (1, heads, n, d), the image
-    positional encoding through the query projection (:func:`pe_projections`), or ``projected`` (1, heads, n, d),
-    the whole query projection of ``keys + key_pe`` when it is already known (one window for all boxes). The query
-    projection is folded into the tokens' keys, the output projection into their values, per head: scores =
-    (keys + key_pe) . (W_q,h^T k_h) + b_q,h . k_h; out = sum over heads of softmax(scores) (v_h W_out,h^T) +
-    b_out, the bias spread over the heads' rows (each head's weights sum to one), the residual added by the same
-    product. Scores are held as (B, heads t, n), so the softmax over a head's t tokens runs along n.
-    Returns (B, n, c).
+    (the attention's keys), ``values`` (B, t, c) without. One of: ``projected_pe`` (1, heads, n, d), the image
+    positional encoding through the query projection (:func:`pe_projections`); ``projected`` (1, heads, n, d), the
+    whole query projection of ``keys + key_pe`` when it is already known (one window for all boxes); ``first``
+    with ``projected_keys`` and ``projected_pe``, layer 0's keys in factored form. The query projection is folded
+    into the tokens' keys, the output projection into their values, per head: scores = (keys + key_pe) .
+    (W_q,h^T k_h) + b_q,h . k_h; out = sum over heads of softmax(scores) (v_h W_out,h^T) + b_out, the bias spread
+    over the heads' rows (each head's weights sum to one). Scores are held as (B, heads t, n), so the softmax over
+    a head's t tokens runs along n.
     """
     torch = _torch()
     batch, tokens, c = queries.shape
@@ -172,6 +262,9 @@ def image_to_tokens_residual(attention, keys, queries, values, projected_pe=None
     if projected is not None:
         n = projected.shape[2]  # to (B, heads, t, n): one copy of the scores, not of the window side per box
         scores = _with_heads(k, projected).view(heads, batch, tokens, n).transpose(0, 1).contiguous()
+    elif first is not None:
+        folded, bias = _fold_into_tokens(k, attention.q_proj)
+        scores = _factored_scores(k, folded, bias, first, projected_keys, projected_pe)
     else:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
         scores = _add_heads(_with_image(folded, keys), k, projected_pe) + bias
@@ -180,27 +273,36 @@ def image_to_tokens_residual(attention, keys, queries, values, projected_pe=None
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
     w_out = attention.out_proj.weight.view(c, heads, per_head)
     mixed = torch.einsum("bthd,chd->bhtc", v, w_out) + attention.out_proj.bias / heads
-    weights_t = weights.reshape(batch, heads * tokens, n).transpose(1, 2)  # (B, n, heads t), a view
-    return torch.baddbmm(keys, weights_t, mixed.reshape(batch, heads * tokens, c))
+    return weights.reshape(batch, heads * tokens, n), mixed.reshape(batch, heads * tokens, c)
 
 
-def two_way_layer(layer, queries, keys, query_pe, projected_pe):
+def _plus_residual(keys, weights, mixed):
+    """``keys`` + the factors of :func:`image_to_tokens`: (B, n, c)."""
+    return _torch().baddbmm(keys, weights.transpose(1, 2), mixed)
+
+
+def two_way_layer(layer, queries, keys, query_pe, projected_pe, first: Optional[FirstLayerKeys] = None,
+                  second_products=()):
     """segment-anything's ``TwoWayAttentionBlock.forward`` (a layer after the first) for a batch of boxes, its
-    cross attentions reassociated (:func:`tokens_to_image`, :func:`image_to_tokens_residual`). Shapes as
+    cross attentions reassociated (:func:`tokens_to_image`, :func:`image_to_tokens`). Shapes as
     :func:`transformer_for_boxes`; ``keys`` (B, n, c) or (1, n, c); ``projected_pe`` this layer's two
-    :func:`pe_projections`."""
+    :func:`pe_projections`. With ``first`` (layer 1) the keys are layer 0's in factored form and
+    ``second_products`` their window's part (:func:`second_layer_products`)."""
+    if first is not None:
+        keys = first.keys
+    projected_keys, projected_values, projected_queries = second_products if first is not None else (None,) * 3
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
     queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys,
-                                                    projected_pe[0]))
+                                                    projected_pe[0], first, projected_keys, projected_values))
     queries = layer.norm3(queries + layer.mlp(queries))
-    keys = layer.norm4(image_to_tokens_residual(layer.cross_attn_image_to_token, keys, queries + query_pe, queries,
-                                                projected_pe=projected_pe[1]))
-    return queries, keys
+    weights, mixed = image_to_tokens(layer.cross_attn_image_to_token, keys, queries + query_pe, queries,
+                                     projected_pe=projected_pe[1], first=first, projected_keys=projected_queries)
+    return queries, layer.norm4(_plus_residual(keys, weights, mixed))
 
 
 def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, first_queries, projected_pe,
-                          read_tokens: int):
+                          second_products, read_tokens: int):
     """The two-way transformer for a batch of box prompts against one window.
 
     ``tokens`` (B, t, c): output tokens + sparse prompt embeddings; the window tensors as in
@@ -216,10 +318,13 @@ def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, f
     q = q.view(*q.shape[:2], to_image.num_heads, -1)
     queries = first.norm2(queries + _attend(to_image, q, first_keys, first_values))
     queries = first.norm3(queries + first.mlp(queries))
-    keys = first.norm4(image_to_tokens_residual(first.cross_attn_image_to_token, keys, queries + tokens, queries,
-                                                projected=first_queries))
+    weights, mixed = image_to_tokens(first.cross_attn_image_to_token, keys, queries + tokens, queries,
+                                     projected=first_queries)
+    factored = _first_layer_keys(first.norm4, keys, weights, mixed) if second_products else None
+    keys = factored.keys if factored is not None else first.norm4(_plus_residual(keys, weights, mixed))
     for i, layer in enumerate(transformer.layers[1:]):
-        queries, keys = two_way_layer(layer, queries, keys, tokens, projected_pe[2 * i:2 * i + 2])
+        queries, keys = two_way_layer(layer, queries, keys, tokens, projected_pe[2 * i:2 * i + 2],
+                                      factored if i == 0 else None, second_products)
     queries, tokens = queries[:, :read_tokens], tokens[:, :read_tokens]
     out = tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, projected_pe[-1])
     return transformer.norm_final_attn(queries + out), keys
@@ -292,7 +397,7 @@ class WindowMaskDecoder:
     def transformer(self, tokens, w: WindowTensors, multimask: bool):
         run = self._compiled_transformer or transformer_for_boxes
         return run(self.decoder.transformer, tokens, w.keys, w.first_keys, w.first_values, w.first_queries,
-                   w.projected_pe, self._read_tokens(multimask))
+                   w.projected_pe, w.second_products, self._read_tokens(multimask))
 
     def compile(self) -> None:
         """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
@@ -339,6 +444,7 @@ class WindowMaskDecoder:
             first_values=to_image._separate_heads(to_image.v_proj(keys), to_image.num_heads),
             first_queries=_split_heads(to_token.q_proj(keyed), to_token.num_heads),
             projected_pe=pe_projections(self.decoder.transformer, key_pe),
+            second_products=second_layer_products(self.decoder.transformer, keys),
             grid_shape=tuple(features.shape[-2:]))
 
     def decode(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
