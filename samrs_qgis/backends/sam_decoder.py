@@ -51,30 +51,55 @@ class WindowTensors:
     # Per cross attention after layer 0 (:func:`pe_projections`' order): the image positional encoding through
     # its image-side projection (token-to-image: keys, image-to-token: queries), no bias, (1, heads, n, c/2/heads)
     projected_pe: Tuple[object, ...]
-    # Layer 1's image-side projections (token-to-image keys and values, image-to-token queries) of the window's
-    # keys centred per position and scaled by layer 0's last layer norm, no bias, each (1, heads, n, c/2/heads):
-    # what :class:`FirstLayerKeys` needs (:func:`second_layer_products`); empty for a one-layer transformer
-    second_products: Tuple[object, ...]
+    second: Optional["SecondLayerWindow"]  # what layer 1 needs of the window; None for a one-layer transformer
     grid_shape: Tuple[int, int]  # (rows, cols) of the image embedding
 
 
 @dataclass
+class SecondLayerWindow:
+    """What layer 1 needs of the window to take layer 0's output in factored form (:class:`FirstLayerKeys`).
+
+    ``x~`` = the window's keys (1, n, c) centred over their channels, gamma0 = layer 0's last layer-norm weight.
+    Projections carry no bias; per-head ones are (1, heads, n, d).
+    """
+
+    scaled: object  # (1, n, c) x~ * gamma0
+    squares: object  # (1, 1, n) |x~_i|^2
+    out_heads: object  # (1, heads, n, d) x~ through layer 0's image-to-token output projection, per head
+    out_bias: object  # (1, 1, n) x~ . that projection's bias
+    keys: object  # x~ * gamma0 through layer 1's token-to-image key projection
+    values: object  # ... its value projection
+    queries: object  # ... layer 1's image-to-token query projection
+
+
+@dataclass
 class FirstLayerKeys:
-    """Layer 0's image side for a batch of boxes, made and in factored form.
+    """Layer 0's image side for a batch of boxes in factored form; it is never made whole.
 
     Layer 0 ends with ``keys = norm(x + weights^T mixed)``: ``x`` (1, n, c) the window's keys, the same for every
     box, plus a rank-r update per box (r = heads t). Per position i that is keys_i = inv_sigma_i (x~_i +
     weights_i^T centred) * gamma + beta, with x~ = x centred over its channels and ``centred`` = mixed with its rows
-    centred. A product of a few token rows with every keys_i thus splits into the window's part, made once per
-    window (:func:`second_layer_products`), and a rank-r part per box: about a quarter of the arithmetic of a
-    product with the made keys (per box 117 -> 33 MFLOP for 56 rows).
+    centred. A product of a few token rows with every keys_i splits into the window's part, made once per window
+    (:class:`SecondLayerWindow`), and a rank-r part per box: about a quarter of the arithmetic of a product with
+    made keys (per box 117 -> 33 MFLOP for 56 rows), and no pass over B x n x c values. The standard deviation
+    comes from the same factors (:func:`first_layer_keys`).
     """
 
-    keys: object  # (B, n, c) the layer's output, made (the next layer's residual)
     weights: object  # (B, r, n) the image-to-token attention weights
     centred: object  # (B, r, c) the attention's mixed values, each row minus its mean
     inv_sigma: object  # (B, 1, n) 1 / the layer norm's standard deviation at each position
     norm: object  # the layer norm (gamma its weight, beta its bias)
+    window: SecondLayerWindow
+
+    def plus(self, weights, mixed):
+        """keys + weights^T mixed, (B, n, c): layer 1's residual sum, made in one product from both updates."""
+        torch = _torch()
+        batch, _, n = weights.shape
+        beta = self.norm.bias.expand(batch, 1, -1)  # through a row of ones: beta added by the product too
+        left = torch.cat([self.weights * self.inv_sigma, weights, weights.new_ones(batch, 1, n)], dim=1)
+        right = torch.cat([self.centred * self.norm.weight, mixed, beta], dim=1)
+        # (an in-place baddbmm_ has no fast bf16 kernel on the CPU: 1000x slower than this)
+        return torch.bmm(left.transpose(1, 2), right).addcmul_(self.inv_sigma.transpose(1, 2), self.window.scaled)
 
 
 def _attend(attention, q, k, v):
@@ -138,28 +163,45 @@ def pe_projections(transformer, key_pe) -> Tuple[object, ...]:
     return tuple(_split_heads(key_pe @ getattr(a, name).weight.t(), a.num_heads) for a, name in attentions)
 
 
-def second_layer_products(transformer, keys) -> Tuple[object, ...]:
-    """The window's part of :class:`FirstLayerKeys` through layer 1's image-side projections: ``keys`` (1, n, c)
-    the window's keys, centred per position, times layer 0's last layer-norm weight, through layer 1's token-to-
-    image key and value projections and its image-to-token query projection (no bias); each (1, heads, n, d).
-    Empty when the transformer has one layer."""
+def second_layer_window(transformer, keys) -> Optional[SecondLayerWindow]:
+    """:class:`SecondLayerWindow` of the window's keys (1, n, c); None when the transformer has one layer."""
     if len(transformer.layers) < 2:
-        return ()
-    scaled = (keys - keys.mean(-1, keepdim=True)) * transformer.layers[0].norm4.weight
-    to_image, to_token = transformer.layers[1].cross_attn_token_to_image, transformer.layers[1].cross_attn_image_to_token
-    return tuple(_split_heads(scaled @ projection.weight.t(), attention.num_heads) for attention, projection in
-                 ((to_image, to_image.k_proj), (to_image, to_image.v_proj), (to_token, to_token.q_proj)))
+        return None
+    first, second = transformer.layers[0], transformer.layers[1]
+    centred = keys - keys.mean(-1, keepdim=True)
+    scaled = centred * first.norm4.weight
+    out = first.cross_attn_image_to_token.out_proj
+    to_image, to_token = second.cross_attn_token_to_image, second.cross_attn_image_to_token
+
+    def heads(image_side, attention):
+        return _split_heads(image_side, attention.num_heads)
+
+    return SecondLayerWindow(
+        scaled=scaled, squares=(centred * centred).sum(-1).unsqueeze(1),
+        out_heads=heads(centred @ out.weight, first.cross_attn_image_to_token),
+        out_bias=(centred @ out.bias).unsqueeze(1),
+        keys=heads(scaled @ to_image.k_proj.weight.t(), to_image),
+        values=heads(scaled @ to_image.v_proj.weight.t(), to_image),
+        queries=heads(scaled @ to_token.q_proj.weight.t(), to_token))
 
 
-def _first_layer_keys(norm, keys, weights, mixed) -> FirstLayerKeys:
-    """Layer 0's last step, ``norm(keys + weights^T mixed)``, made and in factored form: ``keys`` (1, n, c) the
-    window's, ``weights`` (B, r, n), ``mixed`` (B, r, c)."""
+def first_layer_keys(norm, window: SecondLayerWindow, weights, mixed, values) -> FirstLayerKeys:
+    """Layer 0's ``norm(x + weights^T mixed)`` in factored form, its standard deviation from the factors:
+    var_i = (|x~_i|^2 + 2 weights_i . (mixed x~_i) + weights_i^T (centred centred^T) weights_i) / c, where
+    mixed x~_i = v_h . (W_out,h^T x~_i) + b_out . x~_i / heads (``values`` (B, t, heads, d) the attention's
+    values, ``mixed``'s rows being v_h W_out,h^T + b_out / heads). ``weights`` (B, r, n), ``mixed`` (B, r, c)."""
     torch = _torch()
-    summed = torch.baddbmm(keys, weights.transpose(1, 2), mixed)
-    # the layer norm (norm(summed) exactly) with its 1 / standard deviation per position, (B, n, 1)
-    made, _, inv_sigma = torch.native_layer_norm(summed, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-    return FirstLayerKeys(keys=made, weights=weights, centred=mixed - mixed.mean(-1, keepdim=True),
-                          inv_sigma=inv_sigma.to(summed.dtype).transpose(1, 2), norm=norm)
+    batch, r, n = weights.shape
+    c = mixed.shape[-1]
+    tokens, heads = values.shape[1], values.shape[2]
+    centred = mixed - mixed.mean(-1, keepdim=True)
+    with_window = _with_heads(values, window.out_heads).view(heads, batch, tokens, n).transpose(0, 1)  # (B, h, t, n)
+    # each head's weights over its tokens sum to one: the bias term sums to b_out . x~_i
+    cross = (weights.view(batch, heads, tokens, n) * with_window).sum((1, 2)).unsqueeze(1) + window.out_bias
+    quadratic = (weights * ((centred @ centred.transpose(1, 2)) @ weights)).sum(1, keepdim=True)  # (B, 1, n)
+    variance = (window.squares + 2 * cross + quadratic) / c
+    return FirstLayerKeys(weights=weights, centred=centred, inv_sigma=torch.rsqrt(variance.clamp_min(0) + norm.eps),
+                          norm=norm, window=window)
 
 
 def _factored_scores(per_head_tokens, folded, bias, first: FirstLayerKeys, projected_keys, projected_pe):
@@ -202,8 +244,7 @@ def _fold_into_tokens(per_head_tokens, projection):
     return rows, bias.reshape(batch, heads * tokens, 1)
 
 
-def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[FirstLayerKeys] = None,
-                    projected_keys=None, projected_values=None):
+def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[FirstLayerKeys] = None):
     """segment-anything's ``Attention`` with a few tokens attending to the image, reassociated:
     ``attention(q=queries, k=keys + key_pe, v=keys)``.
 
@@ -211,9 +252,8 @@ def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[Firs
     1; ``projected_pe`` (1, heads, n, d) the image positional encoding through the key projection
     (:func:`pe_projections`). The key and value projections are applied to the tokens' side: scores =
     (q_h W_k,h) . keys + q_h . (W_k,h key_pe) + q_h . b_k,h, and, a softmax row summing to one,
-    softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. With ``first`` the keys are
-    layer 0's, taken in factored form (``projected_keys``/``projected_values``: the window's part through the
-    key and value projections, :func:`second_layer_products`). Returns (B, t, c).
+    softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. With ``first`` (layer 1) the
+    keys are layer 0's in factored form and ``keys`` is not read. Returns (B, t, c).
     """
     torch = _torch()
     batch, tokens, c = queries.shape
@@ -225,29 +265,29 @@ def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[Firs
     if first is None:
         scores = _add_heads(_with_image(folded, keys), q, projected_pe) + bias  # (B, heads t, n)
     else:
-        scores = _factored_scores(q, folded, bias, first, projected_keys, projected_pe)
+        scores = _factored_scores(q, folded, bias, first, first.window.keys, projected_pe)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
     if first is None:
         mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
         out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
     else:
-        out = _factored_values(weights, first, attention.v_proj, projected_values, tokens)
+        out = _factored_values(weights, first, attention.v_proj, first.window.values, tokens)
     out = out + attention.v_proj.bias.view(heads, per_head)
     return attention.out_proj(out.reshape(batch, tokens, heads * per_head))
 
 
 def image_to_tokens(attention, keys, queries, values, projected_pe=None, projected=None,
-                    first: Optional[FirstLayerKeys] = None, projected_keys=None):
+                    first: Optional[FirstLayerKeys] = None):
     """segment-anything's ``Attention`` with the image attending to a few tokens, ``attention(q=keys + key_pe,
-    k=queries, v=values)``, reassociated and returned in factors: (weights (B, r, n), mixed (B, r, c)), r = heads t,
-    the output at image position i being ``weights[:, :, i] @ mixed`` (its two-way block adds the residual:
-    ``baddbmm(keys, weights^T, mixed)``).
+    k=queries, v=values)``, reassociated and returned in factors: (weights (B, r, n), mixed (B, r, c), the values
+    per head (B, t, heads, d)), r = heads t, the output at image position i being ``weights[:, :, i] @ mixed`` (its
+    two-way block adds the residual: ``baddbmm(keys, weights^T, mixed)``).
 
     ``keys`` (K, n, c) the image side, K = B or 1; ``queries`` (B, t, c) the tokens with their positional encoding
     (the attention's keys), ``values`` (B, t, c) without. One of: ``projected_pe`` (1, heads, n, d), the image
     positional encoding through the query projection (:func:`pe_projections`); ``projected`` (1, heads, n, d), the
     whole query projection of ``keys + key_pe`` when it is already known (one window for all boxes); ``first``
-    with ``projected_keys`` and ``projected_pe``, layer 0's keys in factored form. The query projection is folded
+    with ``projected_pe``: layer 0's keys in factored form (``keys`` not read). The query projection is folded
     into the tokens' keys, the output projection into their values, per head: scores = (keys + key_pe) .
     (W_q,h^T k_h) + b_q,h . k_h; out = sum over heads of softmax(scores) (v_h W_out,h^T) + b_out, the bias spread
     over the heads' rows (each head's weights sum to one). Scores are held as (B, heads t, n), so the softmax over
@@ -264,7 +304,7 @@ def image_to_tokens(attention, keys, queries, values, projected_pe=None, project
         scores = _with_heads(k, projected).view(heads, batch, tokens, n).transpose(0, 1).contiguous()
     elif first is not None:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
-        scores = _factored_scores(k, folded, bias, first, projected_keys, projected_pe)
+        scores = _factored_scores(k, folded, bias, first, first.window.queries, projected_pe)
     else:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
         scores = _add_heads(_with_image(folded, keys), k, projected_pe) + bias
@@ -273,36 +313,27 @@ def image_to_tokens(attention, keys, queries, values, projected_pe=None, project
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
     w_out = attention.out_proj.weight.view(c, heads, per_head)
     mixed = torch.einsum("bthd,chd->bhtc", v, w_out) + attention.out_proj.bias / heads
-    return weights.reshape(batch, heads * tokens, n), mixed.reshape(batch, heads * tokens, c)
+    return weights.reshape(batch, heads * tokens, n), mixed.reshape(batch, heads * tokens, c), v
 
 
-def _plus_residual(keys, weights, mixed):
-    """``keys`` + the factors of :func:`image_to_tokens`: (B, n, c)."""
-    return _torch().baddbmm(keys, weights.transpose(1, 2), mixed)
-
-
-def two_way_layer(layer, queries, keys, query_pe, projected_pe, first: Optional[FirstLayerKeys] = None,
-                  second_products=()):
+def two_way_layer(layer, queries, keys, query_pe, projected_pe, first: Optional[FirstLayerKeys] = None):
     """segment-anything's ``TwoWayAttentionBlock.forward`` (a layer after the first) for a batch of boxes, its
     cross attentions reassociated (:func:`tokens_to_image`, :func:`image_to_tokens`). Shapes as
     :func:`transformer_for_boxes`; ``keys`` (B, n, c) or (1, n, c); ``projected_pe`` this layer's two
-    :func:`pe_projections`. With ``first`` (layer 1) the keys are layer 0's in factored form and
-    ``second_products`` their window's part (:func:`second_layer_products`)."""
-    if first is not None:
-        keys = first.keys
-    projected_keys, projected_values, projected_queries = second_products if first is not None else (None,) * 3
+    :func:`pe_projections`. With ``first`` (layer 1) the keys are layer 0's in factored form (``keys`` None)."""
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
     queries = layer.norm2(queries + tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys,
-                                                    projected_pe[0], first, projected_keys, projected_values))
+                                                    projected_pe[0], first))
     queries = layer.norm3(queries + layer.mlp(queries))
-    weights, mixed = image_to_tokens(layer.cross_attn_image_to_token, keys, queries + query_pe, queries,
-                                     projected_pe=projected_pe[1], first=first, projected_keys=projected_queries)
-    return queries, layer.norm4(_plus_residual(keys, weights, mixed))
+    weights, mixed, _ = image_to_tokens(layer.cross_attn_image_to_token, keys, queries + query_pe, queries,
+                                        projected_pe=projected_pe[1], first=first)
+    summed = first.plus(weights, mixed) if first is not None else _torch().baddbmm(keys, weights.transpose(1, 2), mixed)
+    return queries, layer.norm4(summed)
 
 
 def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, first_queries, projected_pe,
-                          second_products, read_tokens: int):
+                          second: Optional[SecondLayerWindow], read_tokens: int):
     """The two-way transformer for a batch of box prompts against one window.
 
     ``tokens`` (B, t, c): output tokens + sparse prompt embeddings; the window tensors as in
@@ -318,13 +349,16 @@ def transformer_for_boxes(transformer, tokens, keys, first_keys, first_values, f
     q = q.view(*q.shape[:2], to_image.num_heads, -1)
     queries = first.norm2(queries + _attend(to_image, q, first_keys, first_values))
     queries = first.norm3(queries + first.mlp(queries))
-    weights, mixed = image_to_tokens(first.cross_attn_image_to_token, keys, queries + tokens, queries,
-                                     projected=first_queries)
-    factored = _first_layer_keys(first.norm4, keys, weights, mixed) if second_products else None
-    keys = factored.keys if factored is not None else first.norm4(_plus_residual(keys, weights, mixed))
+    weights, mixed, values = image_to_tokens(first.cross_attn_image_to_token, keys, queries + tokens, queries,
+                                             projected=first_queries)
+    factored = None
+    if second is not None:  # layer 1 takes layer 0's output in factored form
+        factored, keys = first_layer_keys(first.norm4, second, weights, mixed, values), None
+    else:
+        keys = first.norm4(_torch().baddbmm(keys, weights.transpose(1, 2), mixed))
     for i, layer in enumerate(transformer.layers[1:]):
         queries, keys = two_way_layer(layer, queries, keys, tokens, projected_pe[2 * i:2 * i + 2],
-                                      factored if i == 0 else None, second_products)
+                                      factored if i == 0 else None)
     queries, tokens = queries[:, :read_tokens], tokens[:, :read_tokens]
     out = tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, projected_pe[-1])
     return transformer.norm_final_attn(queries + out), keys
@@ -397,7 +431,7 @@ class WindowMaskDecoder:
     def transformer(self, tokens, w: WindowTensors, multimask: bool):
         run = self._compiled_transformer or transformer_for_boxes
         return run(self.decoder.transformer, tokens, w.keys, w.first_keys, w.first_values, w.first_queries,
-                   w.projected_pe, w.second_products, self._read_tokens(multimask))
+                   w.projected_pe, w.second, self._read_tokens(multimask))
 
     def compile(self) -> None:
         """Compile the transformer (fixed shapes: the caller pads batches to one size)."""
@@ -444,7 +478,7 @@ class WindowMaskDecoder:
             first_values=to_image._separate_heads(to_image.v_proj(keys), to_image.num_heads),
             first_queries=_split_heads(to_token.q_proj(keyed), to_token.num_heads),
             projected_pe=pe_projections(self.decoder.transformer, key_pe),
-            second_products=second_layer_products(self.decoder.transformer, keys),
+            second=second_layer_window(self.decoder.transformer, keys),
             grid_shape=tuple(features.shape[-2:]))
 
     def decode(self, boxes, regions: Optional[np.ndarray], multimask: bool, count: Optional[int] = None,
