@@ -193,12 +193,11 @@ def resolve_precision(precision: str, device: str, torch=None) -> Tuple[str, Opt
             return "fp32", None
         if cpu_supports_bf16():
             return "bf16", "Precision auto: bf16 (this CPU has bf16 instructions)."
-        # Not int8, though ~1.4x faster than fp32 on such a CPU (vit_b, measured as an AVX2 CPU) with its
-        # embedding within 2.4 % of fp32's: that was measured with random weights only, and trained ViTs carry
-        # outlier activations that per-call int8 quantization rounds worse. Until measured with trained weights it
-        # stays a choice of the user's.
-        return "fp32", ("Precision auto: fp32 (this CPU has no bf16 instructions). Precision int8 encodes faster, "
-                        "with slightly different masks.")
+        # Not torch's int8: 1.1-1.2x faster than fp32 as an AVX2 CPU (FBGEMM without VNNI), 1.4x with VNNI, its
+        # embedding within 2.4 % of fp32's with random weights only; trained ViTs carry outlier activations that
+        # per-call int8 quantization rounds worse. ONNX Runtime's int8 encoder is the fast int8 (bench figure 8).
+        return "fp32", ("Precision auto: fp32 (this CPU has no bf16 instructions). To encode about 2x faster, "
+                        "run an int8 ONNX pair (export-onnx --quantize int8; embedding within ~3 % of fp32).")
     if precision == "int8" and kind != "cpu":
         raise InputError(f"Precision int8 runs on the CPU only, not on device '{device}'. Use device 'cpu' for "
                          "int8, or precision auto (fp16 on CUDA, fp32 on mps).")
