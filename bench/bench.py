@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""SAMRS engine benchmark: nine figures, each printed as one line (or a few lettered lines):
+"""SAMRS engine benchmark: ten figures, each printed as one line (or a few lettered lines):
 the ratio measured in this run, the absolute numbers behind it, the target and PASS/MISS.
 
     make bench            (or: .venv/bin/python bench/bench.py)
 
 Everything is built here: synthetic GeoTIFFs (rasterio, written strip by strip), box layers
 (fiona, GPKG), and SAM checkpoints with random weights made by segment-anything's own builder and
-loaded through the engine's normal path (``SamBackend(checkpoint)``). A real-size vit_b is used
+loaded through the engine's normal path (``make_backend``, as a run makes them). A real-size vit_b is used
 where compute matters (its cost does not depend on the weights), the tiny test SAM where only
 planning and memory matter. The repository root is never put on ``sys.path`` (its ``processing/``
 folder shadows QGIS's package): the engine package is reached through a temporary folder holding a
@@ -264,6 +264,14 @@ def save_checkpoint(torch, path, config=None):
     model = _build_sam(**config, checkpoint=None) if config else sam_model_registry["vit_b"]()
     torch.save(model.state_dict(), path)
     return str(path)
+
+
+def engine_backend(checkpoint: str, **options):
+    """The backend a run makes of ``checkpoint`` (``make_backend``: also the process settings it applies)."""
+    from samrs_qgis.backends import make_backend
+    from samrs_qgis.settings import SegmentOptions
+
+    return make_backend(SegmentOptions(checkpoint=checkpoint, **options))
 
 
 def frame_boxes(plan, boxes):
@@ -538,7 +546,7 @@ def main():
     results["1"] = figure1()
 
     from samrs_qgis.backends.compile_verdict import MIN_SPEEDUP
-    from samrs_qgis.backends.sam import SamBackend, sam_box_prompt
+    from samrs_qgis.backends.sam import sam_box_prompt
     from samrs_qgis.boxes import read_box_file
     from samrs_qgis.pipeline import SegmentJob, segment_boxes
     from samrs_qgis.settings import SegmentOptions
@@ -549,9 +557,9 @@ def main():
     vit_b = save_checkpoint(torch, work / "sam_vit_b_random.pth")
     tiny = save_checkpoint(torch, work / "sam_tiny_random.pth", TINY_SAM)
     t0 = time.perf_counter()
-    ours = SamBackend(vit_b)  # precision auto: the engine's default
+    ours = engine_backend(vit_b)  # precision auto: the engine's default
     t_load = time.perf_counter() - t0
-    fp32 = SamBackend(vit_b, precision="fp32")
+    fp32 = engine_backend(vit_b, precision="fp32")
     batch = ours.preferred_batch
 
     # ---- figure 2 (and 7's encoders, decoders and agreement on a real image) ----------------------
@@ -750,7 +758,7 @@ def main():
 
         warning = info
 
-    compiled = SamBackend(vit_b)
+    compiled = engine_backend(vit_b)
     compiled.load_embedding(ours.embedding, frame_synth.shape[:2])
     regions7 = neighbourhood_regions(fb7)
     verdict7 = compiled.measure_compile(fb7, regions7, LogProgress())  # kept for this machine, as a run keeps it
