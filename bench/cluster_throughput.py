@@ -162,7 +162,7 @@ def figure(torch, work: Path, checkpoint: str, log, out) -> bool:
         f"2 workers / 1 worker {r_two:.2f}, 1 worker / local {r_one:.2f} | images per minute (steady: after each "
         f"worker's first; best of {ROUNDS} rounds) local {local:.1f}, 1 worker {one:.1f}, 2 workers {two:.1f} (1 thread "
         f"each), local with {cores} threads {best[f'local, {cores} threads']:.1f}; scheduler overhead per image "
-        f"{1000 * overhead:.0f} ms; cluster start to its first image (workers started, model loaded): 1 worker "
+        f"{1000 * overhead:.0f} ms{' (below zero: the worker process ran faster than the local one)' if overhead < 0 else ''}; cluster start to its first image (workers started, model loaded): 1 worker "
         f"{runs['1 worker'][0]['first']:.1f} s, 2 workers {runs['2 workers'][0]['first']:.1f} s; one {width}x{height} "
         f"raster, {RASTER_BOXES} boxes in {RASTER_WINDOW}² windows (segment --workers): 2 workers / local "
         f"{raster_local / raster_two:.2f} ({raster_local:.1f} s, {raster_two:.1f} s from the planned windows to the "
