@@ -15,7 +15,7 @@ skip work without changing any value it computes:
   box meets them head by head (t x 16 rows per head, not 8 t x 256). Layer 0's output is the window's
   keys plus a low-rank update per box, through a layer norm: layer 1 takes it in that factored form
   (:class:`FirstLayerKeys`). The final attention runs only for the tokens whose outputs are read.
-  The same values up to rounding; per box (SAM's single mask) 2.0 -> 0.52 GFLOP of matrix products
+  The same values up to rounding; per box (SAM's single mask) 2.0 -> 0.55 GFLOP of matrix products
   (torch's FlopCounterMode, batch of 4).
 - The output upscaling (two 2x2 stride-2 transposed convolutions with a per-pixel channel layer norm
   and GELU) and the hypernetwork product are pixel-local: a cell of the 256x256 logit grid depends
@@ -119,15 +119,6 @@ def _torch():
     return torch
 
 
-def _with_image(rows, image):
-    """``rows`` (B, r, c) times the image side transposed: (B, r, n) = rows @ image^T. ``image`` (K, n, c), K = B
-    or 1 (one window for all boxes: one product with every box's rows)."""
-    batch, r, c = rows.shape
-    if image.shape[0] == 1:
-        return (rows.reshape(1, batch * r, c) @ image.transpose(1, 2)).view(batch, r, image.shape[1])
-    return rows @ image.transpose(1, 2)
-
-
 def _with_heads(per_head_tokens, projected):
     """Each head's tokens against its projected image side, every box's tokens as rows of one product per head:
     ``per_head_tokens`` (B, t, heads, d), ``projected`` (1, heads, n, d) -> (heads, B t, n)."""
@@ -191,7 +182,7 @@ def first_layer_keys(norm, window: SecondLayerWindow, weights, mixed, values) ->
     mixed x~_i = v_h . (W_out,h^T x~_i) + b_out . x~_i / heads (``values`` (B, t, heads, d) the attention's
     values, ``mixed``'s rows being v_h W_out,h^T + b_out / heads). ``weights`` (B, r, n), ``mixed`` (B, r, c)."""
     torch = _torch()
-    batch, r, n = weights.shape
+    batch, _, n = weights.shape
     c = mixed.shape[-1]
     tokens, heads = values.shape[1], values.shape[2]
     centred = mixed - mixed.mean(-1, keepdim=True)
@@ -220,7 +211,7 @@ def _factored_values(weights, first: FirstLayerKeys, value_projection, projected
     ``value_projection`` (its bias not added), per head: (B, t, heads, d). ``projected_values`` (1, heads, n, d) the
     window's part through the value projection."""
     torch = _torch()
-    batch, rows, n = weights.shape
+    batch, _, n = weights.shape
     heads, per_head = projected_values.shape[1], projected_values.shape[3]
     scaled = weights * first.inv_sigma
     per_head_rows = scaled.view(batch, heads, tokens, n).transpose(0, 1).reshape(heads, batch * tokens, n)
@@ -248,8 +239,8 @@ def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[Firs
     """segment-anything's ``Attention`` with a few tokens attending to the image, reassociated:
     ``attention(q=queries, k=keys + key_pe, v=keys)``.
 
-    ``queries`` (B, t, c) the tokens (their positional encoding added); ``keys`` (K, n, c) the image side, K = B or
-    1; ``projected_pe`` (1, heads, n, d) the image positional encoding through the key projection
+    ``queries`` (B, t, c) the tokens (their positional encoding added); ``keys`` (B, n, c) the image side;
+    ``projected_pe`` (1, heads, n, d) the image positional encoding through the key projection
     (:func:`pe_projections`). The key and value projections are applied to the tokens' side: scores =
     (q_h W_k,h) . keys + q_h . (W_k,h key_pe) + q_h . b_k,h, and, a softmax row summing to one,
     softmax(scores) (keys W_v,h^T + b_v,h) = (softmax(scores) keys) W_v,h^T + b_v,h. With ``first`` (layer 1) the
@@ -263,12 +254,12 @@ def tokens_to_image(attention, queries, keys, projected_pe, first: Optional[Firs
     q = q.view(batch, tokens, heads, per_head)
     folded, bias = _fold_into_tokens(q, attention.k_proj)
     if first is None:
-        scores = _add_heads(_with_image(folded, keys), q, projected_pe) + bias  # (B, heads t, n)
+        scores = _add_heads(folded @ keys.transpose(1, 2), q, projected_pe) + bias  # (B, heads t, n)
     else:
         scores = _factored_scores(q, folded, bias, first, first.window.keys, projected_pe)
     weights = torch.softmax(scores / math.sqrt(per_head), dim=-1)
     if first is None:
-        mixed = _with_image(weights, keys.transpose(1, 2)).view(batch, heads, tokens, c)  # weights @ keys
+        mixed = (weights @ keys).view(batch, heads, tokens, c)
         out = torch.einsum("bhtc,hdc->bthd", mixed, attention.v_proj.weight.view(heads, per_head, c))
     else:
         out = _factored_values(weights, first, attention.v_proj, first.window.values, tokens)
@@ -283,7 +274,7 @@ def image_to_tokens(attention, keys, queries, values, projected_pe=None, project
     per head (B, t, heads, d)), r = heads t, the output at image position i being ``weights[:, :, i] @ mixed`` (its
     two-way block adds the residual: ``baddbmm(keys, weights^T, mixed)``).
 
-    ``keys`` (K, n, c) the image side, K = B or 1; ``queries`` (B, t, c) the tokens with their positional encoding
+    ``keys`` (B, n, c) the image side (read only without ``projected`` and ``first``); ``queries`` (B, t, c) the tokens with their positional encoding
     (the attention's keys), ``values`` (B, t, c) without. One of: ``projected_pe`` (1, heads, n, d), the image
     positional encoding through the query projection (:func:`pe_projections`); ``projected`` (1, heads, n, d), the
     whole query projection of ``keys + key_pe`` when it is already known (one window for all boxes); ``first``
@@ -302,12 +293,12 @@ def image_to_tokens(attention, keys, queries, values, projected_pe=None, project
     if projected is not None:
         n = projected.shape[2]  # to (B, heads, t, n): one copy of the scores, not of the window side per box
         scores = _with_heads(k, projected).view(heads, batch, tokens, n).transpose(0, 1).contiguous()
-    elif first is not None:
-        folded, bias = _fold_into_tokens(k, attention.q_proj)
-        scores = _factored_scores(k, folded, bias, first, first.window.queries, projected_pe)
     else:
         folded, bias = _fold_into_tokens(k, attention.q_proj)
-        scores = _add_heads(_with_image(folded, keys), k, projected_pe) + bias
+        if first is not None:
+            scores = _factored_scores(k, folded, bias, first, first.window.queries, projected_pe)
+        else:
+            scores = _add_heads(folded @ keys.transpose(1, 2), k, projected_pe) + bias
     n = scores.shape[-1]
     weights = torch.softmax(scores.view(batch, heads, tokens, n) / math.sqrt(per_head), dim=2)
     v = attention.v_proj(values).view(batch, tokens, heads, per_head)
@@ -319,7 +310,7 @@ def image_to_tokens(attention, keys, queries, values, projected_pe=None, project
 def two_way_layer(layer, queries, keys, query_pe, projected_pe, first: Optional[FirstLayerKeys] = None):
     """segment-anything's ``TwoWayAttentionBlock.forward`` (a layer after the first) for a batch of boxes, its
     cross attentions reassociated (:func:`tokens_to_image`, :func:`image_to_tokens`). Shapes as
-    :func:`transformer_for_boxes`; ``keys`` (B, n, c) or (1, n, c); ``projected_pe`` this layer's two
+    :func:`transformer_for_boxes`; ``keys`` (B, n, c); ``projected_pe`` this layer's two
     :func:`pe_projections`. With ``first`` (layer 1) the keys are layer 0's in factored form (``keys`` None)."""
     q = queries + query_pe
     queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
